@@ -1,0 +1,41 @@
+# Set-up and entry points. `make demo` and `make test` each build .venv from nothing.
+#
+# torch: on a machine without CUDA we install the CPU wheel torch==2.13.0 *before* edgeseg, so
+# that no dependency pulls the multi-GB CUDA build. On Jetson, create the venv with
+# VENV_FLAGS=--system-site-packages so JetPack's own torch is used and never replaced.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+VENV_FLAGS ?=
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.edgeseg-installed
+PIP        := $(BIN)/python -m pip --disable-pip-version-check
+
+.PHONY: venv demo test lint typecheck clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install -q "$(TORCH_SPEC)"
+	# --no-build-isolation: the C++ op builds against the torch installed above (an isolated
+	# build environment would download another torch).
+	$(PIP) install -q --no-build-isolation -e ".[dev,video]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/edgeseg build --precision int8
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy edgeseg/trt
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,50 @@
+"""The ``edgeseg`` command line: one typer app; each command lives in its own module.
+
+Command modules keep heavy imports (torch, onnx, tensorrt) inside the command body so that
+``edgeseg --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from edgeseg.cli import build, info, train
+from edgeseg.errors import EdgesegError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="edgeseg",
+    help="Segmentation models from PyTorch to validated FP16/INT8 TensorRT engines.\n\n"
+    "Typical flow: edgeseg train → edgeseg build --precision int8 → edgeseg validate / bench / video.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for module in (info, train, build):
+    module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors print one line and exit 2; bugs keep their traceback."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgesegError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(130)
+        raise
