@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml setup.py Makefile
 	# --no-build-isolation: the C++ op builds against the torch installed above (an isolated
 	# build environment would download another torch).
 	$(PIP) install -q --no-build-isolation -e ".[dev,video]"
+	# Type stubs only, for mypy over edgeseg/trt: their declared dependency is TensorRT itself,
+	# which cannot be installed here, hence --no-deps.
+	$(PIP) install -q --no-deps "tensorrt-stubs>=10.3"
 	touch $@
 
 demo: $(STAMP)
