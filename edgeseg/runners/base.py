@@ -110,13 +110,25 @@ class BaseRunner(ABC):
         if missing or extra:
             raise EdgesegError(f"{self.name}: inputs expected {sorted(metas)}, got {sorted(feed)}")
         for name, arr in feed.items():
+            if not hasattr(arr, "shape"):
+                raise EdgesegError(f"{self.name}: input '{name}' must be an array, got {type(arr).__name__}")
             meta, shape = metas[name], tuple(arr.shape)
             if len(shape) != len(meta.shape):
                 raise EdgesegError(f"{self.name}: input '{name}' must have rank {len(meta.shape)} "
                                    f"{meta.shape}, got shape {shape}")
-            for got, want in zip(shape, meta.shape):
+            for got, want in zip(shape, meta.shape, strict=True):
                 if isinstance(want, int) and got != want:
-                    raise EdgesegError(f"{self.name}: input '{name}' must have shape {meta.shape}, got {shape}")
-            dtype = getattr(arr, "dtype", None)
-            if isinstance(arr, np.ndarray) and dtype != meta.dtype:
-                raise EdgesegError(f"{self.name}: input '{name}' must be {meta.dtype}, got {dtype}")
+                    raise EdgesegError(f"{self.name}: input '{name}' must have shape {meta.shape}, "
+                                       f"got {shape}")
+            dtype = _as_numpy_dtype(getattr(arr, "dtype", None))
+            if dtype != meta.dtype:
+                raise EdgesegError(f"{self.name}: input '{name}' must be {meta.dtype}, got {arr.dtype}")
+
+
+def _as_numpy_dtype(dtype: Any) -> np.dtype | None:
+    """numpy dtype of a numpy / CuPy / PyTorch array's ``dtype`` (None when it has no numpy twin)."""
+    # torch dtypes print as "torch.float32"; numpy and CuPy dtypes already are numpy dtypes.
+    try:
+        return np.dtype(str(dtype).removeprefix("torch.")) if dtype is not None else None
+    except TypeError:
+        return None

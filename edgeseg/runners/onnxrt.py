@@ -1,0 +1,124 @@
+"""ONNX Runtime backend: runs every ONNX artifact of a build (raw, simplified, FP16, INT8 Q/DQ)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+from edgeseg.runners.base import BaseRunner, TensorMeta
+
+__all__ = ["OnnxrtRunner", "GRAPH_OPTIMIZATIONS"]
+
+#: ``graph_optimization`` values and the ``onnxruntime.GraphOptimizationLevel`` member each selects.
+GRAPH_OPTIMIZATIONS = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+# ONNX Runtime reports element types as strings; these are the ones a segmentation graph uses.
+_ORT_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(bool)": np.bool_,
+}
+
+
+class OnnxrtRunner(BaseRunner):
+    """Run an ONNX model with ONNX Runtime.
+
+    Args:
+        path_or_bytes: path of a ``.onnx`` file, or the serialized model.
+        providers: execution providers in priority order. Defaults to CUDA (when this onnxruntime
+            build has it) then CPU.
+        graph_optimization: ``"all"``, ``"extended"``, ``"basic"`` or ``"disabled"``. Use
+            ``"disabled"`` for Q/DQ and FP16 graphs: ORT's own fusions would otherwise fold the Q/DQ
+            pairs or upcast, and the run would no longer show what TensorRT will execute.
+            Defaults to ``"all"``.
+        intra_op_threads: threads for one operator. Defaults to ONNX Runtime's choice (all cores).
+        name: label for reports. Defaults to ``"onnxrt:<file name>"``.
+    """
+
+    backend = "onnxrt"
+
+    def __init__(
+        self,
+        path_or_bytes: str | os.PathLike[str] | bytes,
+        *,
+        providers: list[str] | None = None,
+        graph_optimization: str = "all",
+        intra_op_threads: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        if graph_optimization not in GRAPH_OPTIMIZATIONS:
+            raise EdgesegError(f"graph_optimization must be one of {sorted(GRAPH_OPTIMIZATIONS)}, "
+                               f"got {graph_optimization!r}")
+        if isinstance(path_or_bytes, bytes):
+            label = "<bytes>"
+        else:
+            path_or_bytes = Path(path_or_bytes)
+            if not path_or_bytes.is_file():
+                raise EdgesegError(f"{path_or_bytes}: ONNX file not found")
+            label = path_or_bytes.name
+        super().__init__(name or f"onnxrt:{label}")
+        self.model = path_or_bytes
+        self.providers = providers
+        self.graph_optimization = graph_optimization
+        self.intra_op_threads = intra_op_threads
+        self.session: Any = None
+
+    def activate_impl(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATIONS[self.graph_optimization])
+        if self.intra_op_threads is not None:
+            options.intra_op_num_threads = self.intra_op_threads
+        providers = self.providers
+        if providers is None:
+            # Never pick the TensorRT EP implicitly: edgeseg builds its engines itself.
+            available = ort.get_available_providers()
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        model = self.model if isinstance(self.model, bytes) else os.fspath(self.model)
+        try:
+            self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
+        except Exception as e:  # ORT raises its own pybind exception types for every load failure
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EdgesegError(f"{self.name}: ONNX Runtime cannot load the model ({first})") from None
+
+    def get_input_metadata_impl(self) -> list[TensorMeta]:
+        return [_meta(i) for i in self.session.get_inputs()]
+
+    def get_output_metadata(self) -> list[TensorMeta]:
+        """Names, dtypes and shapes of the outputs, as the session reports them."""
+        self._require_active()
+        return [_meta(o) for o in self.session.get_outputs()]
+
+    def infer_impl(self, feed: dict[str, Any]) -> dict[str, Any]:
+        try:
+            host = {k: np.asarray(v) for k, v in feed.items()}
+        except TypeError as e:  # e.g. a CUDA tensor: numpy cannot view device memory
+            raise EdgesegError(f"{self.name}: inputs must be host arrays ({e})") from None
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, host), strict=True))
+
+    def deactivate_impl(self) -> None:
+        self.session = None
+
+
+def _meta(node: Any) -> TensorMeta:
+    """TensorMeta from an ``onnxruntime.NodeArg``; symbolic dims stay strings, unknown ones None."""
+    if node.type not in _ORT_DTYPES:
+        raise EdgesegError(f"tensor '{node.name}' has unsupported type {node.type}")
+    return TensorMeta(node.name, np.dtype(_ORT_DTYPES[node.type]), tuple(node.shape))
