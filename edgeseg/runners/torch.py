@@ -60,8 +60,10 @@ class TorchRunner(BaseRunner):
         self.output_name = output_name
 
     def activate_impl(self) -> None:
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model.to(device=self.device, dtype=self.dtype, memory_format=memory_format).eval()
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        if self.channels_last:
+            # Module.to's typed overloads omit memory_format; it applies to 4-D parameters only.
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def get_input_metadata_impl(self) -> list[TensorMeta]:
         # Only the channel count is fixed by the network; batch and spatial size are free.
