@@ -1,0 +1,80 @@
+"""Graph simplification with onnxsim (constant folding, BN folding, dead-node removal)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export.onnx_export import check_and_infer, load_onnx, op_histogram, save_onnx
+
+__all__ = ["SimplifyResult", "simplify_onnx"]
+
+
+@dataclass
+class SimplifyResult:
+    """Node counts before and after :func:`simplify_onnx`.
+
+    Args:
+        path: the simplified ONNX file.
+        nodes_before: node count of the input graph.
+        nodes_after: node count of the simplified graph.
+        op_types: node count per op type after simplification.
+        seconds: wall time.
+    """
+
+    path: Path
+    nodes_before: int
+    nodes_after: int
+    op_types: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                  *, test_batch: int | None = None) -> SimplifyResult:
+    """Simplify ``src`` into ``dst`` with onnxsim and check that outputs still match.
+
+    Args:
+        src: exported ONNX file.
+        dst: destination file (written atomically).
+        test_batch: batch size used for onnxsim's random-input equality check when the batch
+            dimension is dynamic. Defaults to 1.
+
+    Returns:
+        A :class:`SimplifyResult` with the node counts.
+
+    Raises:
+        EdgesegError: the input is not an ONNX model or onnxsim's equality check fails.
+    """
+    import onnxsim
+
+    start = time.perf_counter()
+    model = load_onnx(src)
+    before = len(model.graph.node)
+    test_shapes = None
+    graph_input = model.graph.input[0]
+    dims = graph_input.type.tensor_type.shape.dim
+    if any(not d.HasField("dim_value") for d in dims):
+        shape = [d.dim_value if d.HasField("dim_value") else (test_batch or 1) for d in dims]
+        test_shapes = {graph_input.name: shape}
+    try:
+        # check_n=1: onnxsim compares the simplified and original graphs on one random input.
+        simplified, ok = onnxsim.simplify(model, check_n=1, test_input_shapes=test_shapes, certify=False)
+    except Exception as e:  # onnxsim wraps C++ failures in RuntimeError / ValueError
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgesegError(f"{src}: onnxsim failed ({first})") from e
+    if not ok:
+        raise EdgesegError(f"{src}: onnxsim's simplified graph does not match the original on a random input")
+    # onnxsim records its own bookkeeping in metadata_props; keep ours only and say where it came from.
+    keep = [(p.key, p.value) for p in model.metadata_props]
+    del simplified.metadata_props[:]
+    for key, value in keep:
+        entry = simplified.metadata_props.add()
+        entry.key, entry.value = key, value
+    simplified = check_and_infer(simplified, label=str(dst))
+    save_onnx(simplified, dst)
+    hist = op_histogram(simplified)
+    return SimplifyResult(path=Path(dst), nodes_before=before, nodes_after=sum(hist.values()),
+                          op_types=hist, seconds=time.perf_counter() - start)
