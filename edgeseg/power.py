@@ -173,8 +173,12 @@ class TegrastatsPowerSource:
             raise EdgesegError("tegrastats not found on PATH (it ships with JetPack)")
         self._latest: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen([exe, "--interval", str(interval_ms)], stdout=subprocess.PIPE,
-                                      stderr=subprocess.DEVNULL, text=True)
+        self._proc = subprocess.Popen(
+            [exe, "--interval", str(interval_ms)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._pump, name="tegrastats-reader", daemon=True)
         self._reader.start()
 
@@ -257,8 +261,9 @@ class PowerSampler:
         clock: time function, injectable for tests. Defaults to ``time.perf_counter``.
     """
 
-    def __init__(self, source: PowerSource, interval_s: float | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, source: PowerSource, interval_s: float | None = None, clock: Callable[[], float] | None = None
+    ) -> None:
         self.source = source
         self.interval_s = 0.05 if interval_s is None else interval_s
         self._clock = clock or time.perf_counter

@@ -83,14 +83,18 @@ def test_detect_prefers_sysfs(tmp_path: Path) -> None:
     ("line", "expected"),
     [
         # JetPack 6 (Orin): NAME now/avg with mW units, among RAM/CPU/temperature fields.
-        ("11-23-2024 10:00:00 RAM 2000/7000MB (lfb 4x4MB) SWAP 0/3000MB (cached 0MB) CPU [2%@729,off] "
-         "EMC_FREQ 0% GR3D_FREQ 0% cpu@47.5C VDD_IN 5000mW/4900mW VDD_CPU_GPU_CV 800mW/810mW "
-         "VDD_SOC 1200mW/1190mW",
-         {"VDD_IN": 5000.0, "VDD_CPU_GPU_CV": 800.0, "VDD_SOC": 1200.0}),
+        (
+            "11-23-2024 10:00:00 RAM 2000/7000MB (lfb 4x4MB) SWAP 0/3000MB (cached 0MB) CPU [2%@729,off] "
+            "EMC_FREQ 0% GR3D_FREQ 0% cpu@47.5C VDD_IN 5000mW/4900mW VDD_CPU_GPU_CV 800mW/810mW "
+            "VDD_SOC 1200mW/1190mW",
+            {"VDD_IN": 5000.0, "VDD_CPU_GPU_CV": 800.0, "VDD_SOC": 1200.0},
+        ),
         # JetPack 4 (Nano): no unit, values in mW.
-        ("RAM 1500/3964MB (lfb 100x4MB) CPU [5%@102,3%@102] EMC_FREQ 0% GR3D_FREQ 0% PLL@29C "
-         "POM_5V_IN 2796/2796 POM_5V_GPU 0/0 POM_5V_CPU 447/447",
-         {"POM_5V_IN": 2796.0, "POM_5V_GPU": 0.0, "POM_5V_CPU": 447.0}),
+        (
+            "RAM 1500/3964MB (lfb 100x4MB) CPU [5%@102,3%@102] EMC_FREQ 0% GR3D_FREQ 0% PLL@29C "
+            "POM_5V_IN 2796/2796 POM_5V_GPU 0/0 POM_5V_CPU 447/447",
+            {"POM_5V_IN": 2796.0, "POM_5V_GPU": 0.0, "POM_5V_CPU": 447.0},
+        ),
         ("RAM 1500/3964MB (lfb 100x4MB) CPU [5%@102]", {}),
     ],
 )

@@ -1,0 +1,383 @@
+"""``Segmenter``: frames in, class maps (and optionally logits, probabilities, overlays) out.
+
+>>> seg = Segmenter.load("engines/demo")              # best backend available here
+>>> result = seg(frame_rgb_uint8)                      # one HxWx3 frame → SegResult
+>>> results = seg(batch_bgr, color="bgr", overlay=True)  # NxHxWx3 → list[SegResult]
+>>> for r in seg.stream("clip.mp4"): ...               # any video / RTSP URL / iterable of frames
+
+Preprocessing comes from the model's own card (see :mod:`edgeseg.runtime.processing`); the
+backend sits behind the runner interface (see :mod:`edgeseg.runtime.backends`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from edgeseg.checkpoint import ModelCard
+from edgeseg.errors import EdgesegError
+from edgeseg.runners.base import BaseRunner
+from edgeseg.runtime.frames import COLOR_ORDERS, as_frame_batch
+from edgeseg.runtime.processing import (
+    Colorizer,
+    Preprocessor,
+    default_palette,
+    labels_from_logits,
+    resize_labels,
+    resize_logits,
+)
+
+__all__ = ["Segmenter", "SegResult"]
+
+
+@dataclass
+class SegResult:
+    """The segmentation of one frame, at the frame's own size.
+
+    Attributes:
+        mask: ``(H, W)`` class map, uint8 (int32 for models with more than 256 classes).
+        logits: ``(K, H, W)`` float32 class scores, when asked for.
+        probs: ``(K, H, W)`` float32 softmax probabilities, when asked for.
+        overlay: ``(H, W, 3)`` uint8 frame with class colours blended in, in the frame's channel
+            order, when asked for.
+
+    Arrays are numpy by default, or torch tensors on the Segmenter's device with ``output="torch"``.
+    """
+
+    mask: Any
+    logits: Any = None
+    probs: Any = None
+    overlay: Any = None
+
+
+class Segmenter:
+    """Runs a deployed segmentation model on raw frames.
+
+    Most users call :meth:`load`; the constructor takes an existing runner (e.g. a
+    :class:`~edgeseg.runners.TorchRunner` around a model in memory).
+
+    Thread safety: one Segmenter may be shared by several threads. Calls into the backend are
+    serialised by an internal lock (a TensorRT execution context or an ONNX Runtime session must not
+    run two inferences at once through one object); pre- and postprocessing run outside the lock, so
+    threads still overlap them with inference. For truly parallel inference create one Segmenter
+    per thread, each with its own runner.
+
+    Args:
+        runner: the backend; activated here if it is not active yet, and deactivated by
+            :meth:`close`.
+        card: the model card (mean/std, input size, class names, palette).
+        device: where pre/postprocessing run and where GPU-array inputs are accepted.
+            Defaults to ``"cpu"``.
+        max_batch: most frames sent to the backend at once when its batch dimension is dynamic.
+            Defaults to no limit (a static batch dimension always wins).
+        info: descriptive fields (backend, precision, source file, skipped backends) for reports.
+    """
+
+    def __init__(
+        self,
+        runner: BaseRunner,
+        card: ModelCard,
+        *,
+        device: str | torch.device = "cpu",
+        max_batch: int | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.card = card
+        self.device = torch.device(device)
+        self.info: dict[str, Any] = dict(info or {})
+        if not runner.is_active:
+            runner.activate()
+        inputs = runner.get_input_metadata()
+        if len(inputs) != 1:
+            raise EdgesegError(
+                f"{runner.name}: a segmentation model has one input, got {[m.name for m in inputs]}"
+            )
+        meta = inputs[0]
+        self.input_name = meta.name
+        if len(meta.shape) != 4 or (isinstance(meta.shape[1], int) and meta.shape[1] != 3):
+            raise EdgesegError(f"{runner.name}: input '{meta.name}' must be (N, 3, H, W), got {meta.shape}")
+        n, _, h, w = meta.shape
+        self.fixed_batch = n if isinstance(n, int) and n > 0 else None
+        self.max_batch = self.fixed_batch or max_batch
+        size = card.input_size
+        self.input_size = (
+            h if isinstance(h, int) and h > 0 else int(size[0]),
+            w if isinstance(w, int) and w > 0 else int(size[1]),
+        )
+        self.num_classes = card.num_classes
+        self.class_names = list(card.class_names)
+        palette = card.palette if len(card.palette) >= card.num_classes else default_palette(card.num_classes)
+        self.palette = [list(map(int, rgb)) for rgb in palette]
+        self._pre = Preprocessor(card.mean, card.std, self.input_size, self.device)
+        self.colorizer = Colorizer(self.palette, self.device)
+        self._lock = threading.Lock()
+        self.info.setdefault("backend", runner.backend)
+        self.info.update(device=str(self.device), input_size=list(self.input_size))
+
+    # --- construction ------------------------------------------------------------------------
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        backend: str = "auto",
+        *,
+        precision: str | None = None,
+        fused: bool = False,
+        device: str | None = None,
+        max_batch: int | None = None,
+    ) -> Segmenter:
+        """Open a build directory, an engine/ONNX file in one, or a ``.pt`` bundle.
+
+        Args:
+            path: build directory (``engines/<name>``), ``.engine``, ``.onnx`` or ``.pt``.
+            backend: ``"auto"`` (TensorRT → ONNX Runtime → PyTorch, first that can run here),
+                ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``. Defaults to auto.
+            precision: ``"fp32"``, ``"fp16"`` or ``"int8"``. Defaults to the build's own.
+            fused: torch backend: use ``model.fuse()`` (fused DDC op). Defaults to False.
+            device: torch backend: ``"cpu"``/``"cuda"``. Defaults to CUDA when available.
+            max_batch: cap on frames per backend call for dynamic-batch models.
+
+        Returns:
+            A ready Segmenter; ``seg.info`` says which backend was chosen and why others were not.
+        """
+        from edgeseg.runtime.backends import open_backend
+
+        opened = open_backend(path, backend, precision=precision, fused=fused, device=device)
+        info = {
+            "backend": opened.backend,
+            "precision": opened.precision,
+            "source": str(opened.source),
+            "skipped": opened.skipped,
+        }
+        try:
+            return cls(opened.runner, opened.card, device=opened.device, max_batch=max_batch, info=info)
+        except BaseException:
+            opened.runner.deactivate()
+            raise
+
+    def close(self) -> None:
+        """Release the backend (engine, session, model)."""
+        self.runner.deactivate()
+
+    def __enter__(self) -> Segmenter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Segmenter(backend={self.info.get('backend')}, precision={self.info.get('precision')}, "
+            f"input_size={self.input_size}, classes={self.num_classes}, device={self.device})"
+        )
+
+    # --- the three stages (public so pipelines and benchmarks can time and overlap them) ------
+    def preprocess(self, frames: torch.Tensor, color: str = "rgb") -> torch.Tensor:
+        """``(N, H, W, 3)`` uint8 frames on :attr:`device` → ``(N, 3, h, w)`` network input."""
+        _check_color(color)
+        return self._pre(frames, color)
+
+    def infer(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Run the backend on a preprocessed batch, in chunks its batch dimension accepts.
+
+        Returns:
+            The raw output on :attr:`device`: ``(N, K, h, w)`` logits, or ``(N, h, w)`` labels for
+            a graph exported with ``--output argmax``.
+        """
+        step = self.max_batch or inputs.shape[0]
+        outs = []
+        for start in range(0, inputs.shape[0], step):
+            chunk = inputs[start : start + step]
+            n = chunk.shape[0]
+            if self.fixed_batch is not None and n < self.fixed_batch:
+                # A static-batch engine/graph needs exactly its batch: pad, then drop the padding.
+                pad = chunk.new_zeros((self.fixed_batch - n, *chunk.shape[1:]))
+                chunk = torch.cat([chunk, pad])
+            outs.append(self._run(chunk)[:n])
+        return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+    def _run(self, chunk: torch.Tensor) -> torch.Tensor:
+        # ONNX Runtime reads host memory; the other runners take tensors wherever they live.
+        host = self.runner.backend == "onnxrt" or chunk.device.type == "cpu"
+        feed = {self.input_name: chunk.cpu().numpy() if host else chunk}
+        with self._lock:
+            out = self.runner.infer(feed)
+        value = out.get("logits", out.get("labels"))
+        if value is None:
+            if len(out) != 1:
+                raise EdgesegError(
+                    f"{self.runner.name}: expected output 'logits' or 'labels', got {sorted(out)}"
+                )
+            value = next(iter(out.values()))
+        return torch.as_tensor(value, device=self.device)
+
+    def postprocess(
+        self,
+        raw: torch.Tensor,
+        frames: torch.Tensor,
+        *,
+        color: str = "rgb",
+        overlay: bool = False,
+        alpha: float = 0.5,
+        logits: bool = False,
+        probs: bool = False,
+        output: str = "numpy",
+    ) -> list[SegResult]:
+        """Map a raw network output back onto its frames.
+
+        Args:
+            raw: output of :meth:`infer` for these frames.
+            frames: the ``(N, H, W, 3)`` uint8 frames (needed for their size and for overlays).
+            color: channel order of ``frames``; overlays keep it.
+            overlay: also return the frame with class colours blended in.
+            alpha: overlay opacity of the class colours. Defaults to 0.5.
+            logits: also return per-class scores at frame size.
+            probs: also return softmax probabilities at frame size.
+            output: ``"numpy"`` (host arrays) or ``"torch"`` (tensors on :attr:`device`).
+        """
+        _check_color(color)
+        if output not in ("numpy", "torch"):
+            raise EdgesegError(f"output must be 'numpy' or 'torch', got {output!r}")
+        size = (int(frames.shape[1]), int(frames.shape[2]))
+        scores = None
+        if raw.ndim == 4:
+            if raw.shape[1] != self.num_classes:
+                raise EdgesegError(
+                    f"{self.runner.name}: model outputs {raw.shape[1]} classes, its card says "
+                    f"{self.num_classes}"
+                )
+            scores = resize_logits(raw, size)
+            labels = labels_from_logits(scores)
+        elif raw.ndim == 3:
+            if logits or probs:
+                raise EdgesegError(
+                    "this model outputs class labels (exported with --output argmax); "
+                    "logits/probabilities are not available"
+                )
+            labels = resize_labels(raw, size)
+        else:
+            raise EdgesegError(f"{self.runner.name}: unexpected output shape {tuple(raw.shape)}")
+        blended = self.colorizer.overlay(frames, labels, alpha, color) if overlay else None
+        prob = torch.softmax(scores.float(), dim=1) if probs and scores is not None else None
+
+        def emit(t: torch.Tensor | None) -> Any:
+            if t is None:
+                return None
+            return t if output == "torch" else t.cpu().numpy()
+
+        results = []
+        for i in range(labels.shape[0]):
+            results.append(
+                SegResult(
+                    mask=emit(labels[i]),
+                    logits=emit(scores[i].float()) if logits and scores is not None else None,
+                    probs=emit(prob[i]) if prob is not None else None,
+                    overlay=emit(blended[i]) if blended is not None else None,
+                )
+            )
+        return results
+
+    # --- convenience ----------------------------------------------------------------------
+    def __call__(
+        self,
+        frames: Any,
+        *,
+        color: str = "rgb",
+        overlay: bool = False,
+        alpha: float = 0.5,
+        logits: bool = False,
+        probs: bool = False,
+        output: str = "numpy",
+    ) -> SegResult | list[SegResult]:
+        """Segment one frame or a batch.
+
+        Args:
+            frames: ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 numpy array / CPU tensor, a list of
+                frames (sizes may differ), or a GPU array with ``__cuda_array_interface__`` (read in
+                place on a CUDA Segmenter; rejected on a CPU one).
+            color: ``"rgb"`` (default) or ``"bgr"`` (OpenCV) channel order of the frames.
+            overlay, alpha, logits, probs, output: see :meth:`postprocess`.
+
+        Returns:
+            One :class:`SegResult` for a single frame, else a list in input order.
+
+        Raises:
+            EdgesegError: a frame of the wrong rank, channel count or dtype (the message says what
+                was expected).
+        """
+        _check_color(color)
+        groups, single = as_frame_batch(frames, self.device)
+        results: list[SegResult] = []
+        for group in groups:
+            raw = self.infer(self.preprocess(group, color))
+            results += self.postprocess(
+                raw,
+                group,
+                color=color,
+                overlay=overlay,
+                alpha=alpha,
+                logits=logits,
+                probs=probs,
+                output=output,
+            )
+        return results[0] if single else results
+
+    def stream(
+        self,
+        frames: Iterable[Any] | str | os.PathLike[str],
+        *,
+        color: str = "rgb",
+        batch: int = 1,
+        overlay: bool = False,
+        alpha: float = 0.5,
+        every: int = 1,
+        queue_size: int = 8,
+    ) -> Iterator[SegResult]:
+        """Segment a stream in a pipelined background (decode ∥ preprocess ∥ infer ∥ postprocess).
+
+        Args:
+            frames: an iterable of HxWx3 uint8 frames, or a video path / URL (``rtsp://...``,
+                ``/dev/video0``), decoded with PyAV as RGB.
+            color: channel order of iterable frames (decoded video is always RGB).
+            batch: frames per backend call. Defaults to 1.
+            overlay, alpha: see :meth:`postprocess`.
+            every: segment every N-th frame; the frames between reuse the latest mask.
+            queue_size: bound of each inter-stage queue (live sources drop the oldest frame when
+                full).
+
+        Yields:
+            One :class:`SegResult` per frame that was not skipped as corrupt, in order.
+        """
+        from edgeseg.video.pipeline import Pipeline, open_source
+
+        source = open_source(frames, color=color)
+        pipeline = Pipeline(
+            self,
+            batch=batch,
+            render="overlay" if overlay else None,
+            alpha=alpha,
+            every=every,
+            queue_size=queue_size,
+        )
+        for item in pipeline.iterate(source):
+            yield item.result
+
+    def describe(self) -> dict[str, Any]:
+        """Backend, precision, device, input size and class count, for reports."""
+        return {
+            **self.info,
+            "num_classes": self.num_classes,
+            "input": self.input_name,
+            "fixed_batch": self.fixed_batch,
+        }
+
+
+def _check_color(color: str) -> None:
+    if color not in COLOR_ORDERS:
+        raise EdgesegError(f"color must be one of {list(COLOR_ORDERS)}, got {color!r}")

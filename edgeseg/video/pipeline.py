@@ -1,0 +1,483 @@
+"""A threaded decode → preprocess → infer → postprocess pipeline over a :class:`~edgeseg.Segmenter`.
+
+Each stage runs in its own thread and hands work to the next through a bounded queue, so decoding
+frame *i+2* and preprocessing frame *i+1* overlap the backend's inference of frame *i*, and the
+stream's throughput approaches the inference-only throughput. torch, ONNX Runtime, TensorRT and
+FFmpeg all release the GIL in their heavy calls, which is what makes threads (not processes)
+enough here. The caller's thread consumes the results (and encodes, in :meth:`Pipeline.run`).
+
+Policies:
+
+* **Back-pressure.** Queues are bounded. A file source simply waits; a *live* source (camera, RTSP)
+  drops the oldest queued frame instead, so latency stays bounded and the stream stays current.
+  Dropped frames are counted.
+* **Corrupt input.** A frame that cannot be decoded, or an array that is not an HxWx3 uint8 frame,
+  is skipped with a warning and counted; the stream goes on.
+* **Stopping.** Setting the ``stop`` event (or Ctrl-C in :meth:`Pipeline.run`) stops reading; the
+  frames already in flight are finished and delivered, so an encoder can be flushed and closed
+  properly.
+
+Accounting: ``frames_in == frames_out + skipped + dropped`` for every completed stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from edgeseg.errors import EdgesegError
+from edgeseg.runtime.frames import as_frame_batch, check_frame
+from edgeseg.runtime.processing import resize_labels
+from edgeseg.runtime.segmenter import SegResult
+from edgeseg.video.sources import CorruptFrame, FrameSource, open_source
+
+if TYPE_CHECKING:
+    from edgeseg.runtime.segmenter import Segmenter
+
+__all__ = ["Pipeline", "StreamStats", "FrameResult", "open_source", "RENDER_MODES"]
+
+log = logging.getLogger(__name__)
+
+#: What :attr:`FrameResult.image` holds: nothing, the overlay, or the colour-coded class map.
+RENDER_MODES = (None, "overlay", "mask")
+
+_END = object()  # end-of-stream marker passed down the queues
+_POLL_S = 0.05  # how often a blocked stage checks whether the pipeline was aborted
+_MAX_WARNINGS = 20  # warnings kept in the stats (all are logged)
+
+
+class _Aborted(Exception):
+    """Raised inside a stage when another stage failed; the stage just exits."""
+
+
+@dataclass
+class StreamStats:
+    """Counters of one stream.
+
+    Attributes:
+        frames_in: frames read from the source (including corrupt ones).
+        frames_out: frames delivered (yielded or written).
+        skipped: corrupt/undecodable/invalid frames skipped.
+        dropped: frames dropped because a live source outpaced the pipeline.
+        inferred: frames that went through the backend (``every`` > 1 reuses masks in between).
+        batches: backend calls.
+        infer_s: seconds spent inside the backend.
+        elapsed_s: wall time of the whole stream.
+        interrupted: the stream was stopped before the source ended.
+        warnings: the first few skip messages.
+    """
+
+    frames_in: int = 0
+    frames_out: int = 0
+    skipped: int = 0
+    dropped: int = 0
+    inferred: int = 0
+    batches: int = 0
+    infer_s: float = 0.0
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Delivered frames per second of wall time."""
+        return self.frames_out / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def infer_fps(self) -> float:
+        """Frames per second the backend alone sustained (the pipeline's ceiling)."""
+        return self.inferred / self.infer_s if self.infer_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON view, with the derived rates."""
+        return {
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+            "skipped": self.skipped,
+            "dropped": self.dropped,
+            "inferred": self.inferred,
+            "batches": self.batches,
+            "infer_s": round(self.infer_s, 4),
+            "elapsed_s": round(self.elapsed_s, 4),
+            "fps": round(self.fps, 3),
+            "infer_fps": round(self.infer_fps, 3),
+            "interrupted": self.interrupted,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class FrameResult:
+    """One delivered frame.
+
+    Attributes:
+        index: the frame's position in the source (skipped frames keep their numbers).
+        frame: the input frame (HxWx3 uint8, in the source's channel order).
+        result: its segmentation.
+        inferred: False when the mask was reused from the last inferred frame (``every`` > 1).
+        image: the rendered picture for an encoder (see ``render``), else None.
+    """
+
+    index: int
+    frame: Any
+    result: SegResult
+    inferred: bool
+    image: Any = None
+
+
+@dataclass
+class _Work:
+    indices: list[int]
+    frames: torch.Tensor  # (n, H, W, 3) uint8 on the segmenter's device
+    originals: list[Any]
+    infer_mask: list[bool]
+    inputs: torch.Tensor | None = None
+    raw: torch.Tensor | None = None
+
+
+class Pipeline:
+    """Streams frames through a Segmenter with one thread per stage.
+
+    Args:
+        segmenter: the model.
+        batch: frames per backend call. Defaults to 1.
+        render: ``"overlay"`` (frame + class colours), ``"mask"`` (class colours only) or None.
+            Defaults to None.
+        alpha: overlay opacity. Defaults to 0.5.
+        every: infer every N-th valid frame and reuse its mask for the frames in between.
+            Defaults to 1 (every frame).
+        queue_size: capacity of each inter-stage queue, in work items. Defaults to 8.
+        output: ``"numpy"`` or ``"torch"`` arrays in the results. Defaults to numpy.
+    """
+
+    def __init__(
+        self,
+        segmenter: Segmenter,
+        *,
+        batch: int = 1,
+        render: str | None = None,
+        alpha: float = 0.5,
+        every: int = 1,
+        queue_size: int = 8,
+        output: str = "numpy",
+    ) -> None:
+        if batch < 1 or every < 1 or queue_size < 1:
+            raise EdgesegError(
+                f"batch, every and queue_size must be >= 1, got {batch}, {every}, {queue_size}"
+            )
+        if render not in RENDER_MODES:
+            raise EdgesegError(f"render must be one of {RENDER_MODES}, got {render!r}")
+        if output not in ("numpy", "torch"):
+            raise EdgesegError(f"output must be 'numpy' or 'torch', got {output!r}")
+        self.seg = segmenter
+        self.batch = batch
+        self.render = render
+        self.alpha = alpha
+        self.every = every
+        self.queue_size = queue_size
+        self.output = output
+        self.stats = StreamStats()
+        self._lock = threading.Lock()
+        self._abort = threading.Event()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+
+    # --- public API ---------------------------------------------------------------------------
+    def iterate(self, source: Any, stop: threading.Event | None = None) -> Iterator[FrameResult]:
+        """Yield results in order while the stages run in the background.
+
+        Args:
+            source: a :class:`~edgeseg.video.sources.FrameSource`, a path/URL, or an iterable of
+                frames.
+            stop: set it to stop reading; in-flight frames are still delivered.
+        """
+        out = self._start(open_source(source), stop or threading.Event())
+        try:
+            while (item := self._next(out)) is not None:
+                with self._lock:
+                    self.stats.frames_out += 1
+                yield item
+        finally:
+            self._finish()
+
+    def run(
+        self,
+        source: Any,
+        sink: Callable[[FrameResult], None] | None = None,
+        stop: threading.Event | None = None,
+        on_frame: Callable[[FrameResult, StreamStats], None] | None = None,
+    ) -> StreamStats:
+        """Process a whole stream, handing each result to ``sink`` (e.g. an encoder) in order.
+
+        Ctrl-C (``KeyboardInterrupt``) stops reading and drains the frames in flight, so the sink
+        sees a clean end of stream; a second Ctrl-C abandons the drain. Either way the stage
+        threads are joined before returning, and ``stats.interrupted`` is set.
+
+        Args:
+            source: as for :meth:`iterate`.
+            sink: called with each :class:`FrameResult`, in order, in the caller's thread.
+            stop: an event that stops reading when set (from another thread, a callback...).
+            on_frame: progress callback after each delivered frame.
+
+        Returns:
+            The stream's :class:`StreamStats`.
+        """
+        stop = stop or threading.Event()
+        out = self._start(open_source(source), stop)
+        try:
+            while True:
+                try:
+                    item = self._next(out)
+                    if item is None:
+                        break
+                    if sink is not None:
+                        sink(item)
+                    with self._lock:
+                        self.stats.frames_out += 1
+                    if on_frame is not None:
+                        on_frame(item, self.stats)
+                except KeyboardInterrupt:
+                    if stop.is_set():
+                        raise  # second interrupt: stop draining
+                    stop.set()
+        finally:
+            self._finish()
+            if stop.is_set():
+                self.stats.interrupted = True
+        return self.stats
+
+    # --- machinery ---------------------------------------------------------------------------
+    def _start(self, source: FrameSource, stop: threading.Event) -> queue.Queue[Any]:
+        if self._threads:
+            raise EdgesegError("a Pipeline runs one stream at a time; create another Pipeline")
+        self.stats = StreamStats()
+        self._t0 = time.perf_counter()
+        self._stop = stop
+        q_frames: queue.Queue[Any] = queue.Queue(self.queue_size * self.batch)
+        q_pre: queue.Queue[Any] = queue.Queue(self.queue_size)
+        q_inf: queue.Queue[Any] = queue.Queue(self.queue_size)
+        q_out: queue.Queue[Any] = queue.Queue(self.queue_size * self.batch)
+        stages = [
+            ("decode", self._decode, (source, q_frames)),
+            ("preprocess", self._prepare, (q_frames, q_pre, source)),
+            ("infer", self._infer, (q_pre, q_inf)),
+            ("postprocess", self._post, (q_inf, q_out, source)),
+        ]
+        for name, target, args in stages:
+            t = threading.Thread(
+                target=self._guard, args=(target, *args), name=f"edgeseg-{name}", daemon=True
+            )
+            self._threads.append(t)
+            t.start()
+        return q_out
+
+    def _finish(self) -> None:
+        self._abort.set()  # a no-op for finished stages; unblocks any still waiting
+        for t in self._threads:
+            t.join()
+        self._threads = []
+        self._abort.clear()
+        self.stats.elapsed_s = time.perf_counter() - self._t0
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _guard(self, target: Callable[..., None], *args: Any) -> None:
+        try:
+            target(*args)
+        except _Aborted:
+            pass
+        except BaseException as e:  # a failing stage must not hang the others: record and abort all
+            with self._lock:
+                if self._error is None:
+                    self._error = e
+            self._abort.set()
+
+    def _next(self, q: queue.Queue[Any]) -> FrameResult | None:
+        try:
+            item = self._get(q)
+        except _Aborted:
+            return None  # _finish re-raises the stage's error
+        return None if item is _END else item
+
+    def _get(self, q: queue.Queue[Any]) -> Any:
+        while True:
+            try:
+                return q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._abort.is_set():
+                    raise _Aborted from None
+
+    def _put(self, q: queue.Queue[Any], item: Any) -> None:
+        while True:
+            try:
+                q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                if self._abort.is_set():
+                    raise _Aborted from None
+
+    def _put_latest(self, q: queue.Queue[Any], item: Any) -> None:
+        """Live sources: never wait; make room by dropping the oldest queued frame."""
+        while True:
+            try:
+                q.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    with self._lock:
+                        self.stats.dropped += 1
+                except queue.Empty:
+                    pass
+
+    def _skip(self, index: int, reason: str) -> None:
+        message = f"frame {index}: skipped ({reason})"
+        log.warning(message)
+        with self._lock:
+            self.stats.skipped += 1
+            if len(self.stats.warnings) < _MAX_WARNINGS:
+                self.stats.warnings.append(message)
+
+    # --- stages ------------------------------------------------------------------------------
+    def _decode(self, source: FrameSource, q: queue.Queue[Any]) -> None:
+        try:
+            for item in source.frames():
+                if self._stop.is_set() or self._abort.is_set():
+                    break
+                with self._lock:
+                    index = self.stats.frames_in
+                    self.stats.frames_in += 1
+                if isinstance(item, CorruptFrame):
+                    self._skip(index, item.reason)
+                elif source.live:
+                    self._put_latest(q, (index, item))
+                else:
+                    self._put(q, (index, item))
+        finally:
+            source.close()
+        self._put(q, _END)
+
+    def _prepare(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any], source: FrameSource) -> None:
+        device = self.seg.device
+        pending: list[tuple[int, torch.Tensor, Any, bool]] = []
+        valid = 0
+
+        def flush() -> None:
+            if not pending:
+                return
+            frames = torch.stack([p[1] for p in pending])
+            mask = [p[3] for p in pending]
+            work = _Work([p[0] for p in pending], frames, [p[2] for p in pending], mask)
+            if any(mask):
+                work.inputs = self.seg.preprocess(frames[torch.tensor(mask)], source.color)
+            pending.clear()
+            self._put(q_out, work)
+
+        while (item := self._get(q_in)) is not _END:
+            index, array = item
+            try:
+                tensor = _frame_tensor(array, device)
+            except EdgesegError as e:
+                self._skip(index, str(e))
+                continue
+            if pending and tensor.shape != pending[0][1].shape:
+                flush()  # a batch holds frames of one size
+            pending.append((index, tensor, array, valid % self.every == 0))
+            valid += 1
+            if sum(p[3] for p in pending) >= self.batch or len(pending) >= self.batch * self.every:
+                flush()
+        flush()
+        self._put(q_out, _END)
+
+    def _infer(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
+        while (work := self._get(q_in)) is not _END:
+            if work.inputs is not None:
+                start = time.perf_counter()
+                raw = self.seg.infer(work.inputs)
+                if raw.is_cuda:
+                    torch.cuda.synchronize(raw.device)  # count the GPU work, not just its launch
+                elapsed = time.perf_counter() - start
+                work.raw = raw
+                with self._lock:
+                    self.stats.infer_s += elapsed
+                    self.stats.inferred += int(work.inputs.shape[0])
+                    self.stats.batches += 1
+            self._put(q_out, work)
+        self._put(q_out, _END)
+
+    def _post(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any], source: FrameSource) -> None:
+        color = source.color
+        last_labels: torch.Tensor | None = None
+        while (work := self._get(q_in)) is not _END:
+            inferred: list[SegResult] = []
+            if work.raw is not None:
+                frames = work.frames[torch.tensor(work.infer_mask)]
+                inferred = self.seg.postprocess(
+                    work.raw,
+                    frames,
+                    color=color,
+                    overlay=self.render == "overlay",
+                    alpha=self.alpha,
+                    output="torch",
+                )
+            it = iter(inferred)
+            for index, frame, original, is_inferred in zip(
+                work.indices, work.frames, work.originals, work.infer_mask, strict=True
+            ):
+                if is_inferred:
+                    result = next(it)
+                    last_labels = result.mask
+                else:
+                    result = self._reuse(last_labels, frame, color)
+                image = None
+                if self.render == "overlay":
+                    image = result.overlay
+                elif self.render == "mask":
+                    image = self.seg.colorizer.colorize(result.mask, color)
+                self._put(
+                    q_out,
+                    FrameResult(index, original, self._emit(result), is_inferred, self._emit_one(image)),
+                )
+        self._put(q_out, _END)
+
+    def _reuse(self, labels: torch.Tensor | None, frame: torch.Tensor, color: str) -> SegResult:
+        if labels is None:  # cannot happen: the first valid frame is always inferred
+            raise EdgesegError("no mask to reuse before the first inferred frame")
+        size = (int(frame.shape[0]), int(frame.shape[1]))
+        if tuple(labels.shape) != size:
+            labels = resize_labels(labels[None], size)[0]
+        overlay = None
+        if self.render == "overlay":
+            overlay = self.seg.colorizer.overlay(frame[None], labels[None], self.alpha, color)[0]
+        return SegResult(mask=labels, overlay=overlay)
+
+    def _emit_one(self, t: torch.Tensor | None) -> Any:
+        if t is None or self.output == "torch":
+            return t
+        return t.cpu().numpy()
+
+    def _emit(self, r: SegResult) -> SegResult:
+        return SegResult(
+            mask=self._emit_one(r.mask),
+            logits=self._emit_one(r.logits),
+            probs=self._emit_one(r.probs),
+            overlay=self._emit_one(r.overlay),
+        )
+
+
+def _frame_tensor(array: Any, device: torch.device) -> torch.Tensor:
+    """One HxWx3 uint8 frame as a tensor on ``device`` (raises EdgesegError when it is not one)."""
+    shape = getattr(array, "shape", None)
+    if shape is None:
+        raise EdgesegError(f"expected an HxWx3 uint8 frame, got {type(array).__name__}")
+    check_frame(shape, getattr(array, "dtype", None), batched=False)
+    groups, _ = as_frame_batch(array, device)
+    return groups[0][0]

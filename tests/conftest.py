@@ -1,0 +1,83 @@
+"""Fixtures shared across test packages.
+
+Runtime fixtures (``rt_*``, used by tests/runtime, tests/video, tests/serve, tests/test_bench.py): a
+tiny real segmentation network, its model card, and a build directory laid out per the build
+contract (``card.json``, ``model.onnx``, ``model.fp16.onnx``, ``build.json``) made by actually
+exporting the network with the dynamo ONNX exporter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgeseg._io import write_json
+from edgeseg.checkpoint import ModelCard
+
+RT_INPUT_SIZE = (32, 48)  # (H, W) of the tiny network's input
+RT_CLASSES = 3
+
+
+class TinyRuntimeNet(nn.Module):
+    """Stride-2 conv, 1x1 classifier, bilinear upsampling to the input: segmentation in miniature."""
+
+    def __init__(self, num_classes: int = RT_CLASSES) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.cls = nn.Conv2d(8, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cls(torch.relu(self.conv(x)))
+        return F.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="session")
+def rt_model() -> nn.Module:
+    torch.manual_seed(0)
+    return TinyRuntimeNet().eval()
+
+
+@pytest.fixture(scope="session")
+def rt_card() -> ModelCard:
+    # Per-channel std differs on purpose: DeepStream's single scale factor cannot express it.
+    return ModelCard(
+        preset="tiny_runtime_net",
+        num_classes=RT_CLASSES,
+        class_names=["bg", "road", "car"],
+        palette=[[0, 0, 0], [128, 64, 128], [0, 0, 142]],
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        input_size=RT_INPUT_SIZE,
+    )
+
+
+@pytest.fixture(scope="session")
+def rt_build(rt_model: nn.Module, rt_card: ModelCard, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``engines/<name>/``-style directory: card, raw ONNX (dynamic batch), FP16 graph, build.json."""
+    import onnx
+    from onnxconverter_common import float16
+
+    root = tmp_path_factory.mktemp("build") / "tiny"
+    root.mkdir()
+    write_json(root / "card.json", rt_card.to_dict())
+    h, w = RT_INPUT_SIZE
+    batch = torch.export.Dim("N", min=1, max=8)
+    torch.onnx.export(
+        rt_model,
+        (torch.zeros(2, 3, h, w),),
+        str(root / "model.onnx"),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["logits"],
+        dynamic_shapes={"x": {0: batch}},
+        external_data=False,
+        verbose=False,
+    )
+    fp16 = float16.convert_float_to_float16(onnx.load(root / "model.onnx"), keep_io_types=True)
+    onnx.save(fp16, root / "model.fp16.onnx")
+    write_json(root / "build.json", {"stages": ["export"], "options": {"precision": "fp32"}})
+    return root
