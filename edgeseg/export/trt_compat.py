@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.export._graph import GraphIndex
 
 __all__ = [
     "CompatIssue",
@@ -113,62 +114,6 @@ class CompatReport:
     source: str = "onnx-tensorrt docs/operators.md @ release/10.1-GA"
 
 
-class _Graph:
-    """Lookup tables over one ``onnx.GraphProto``: producers, constants, element types."""
-
-    def __init__(self, model: Any) -> None:
-        import onnx
-
-        graph = model.graph
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.producer = {out: node for node in graph.node for out in node.output}
-        self.elem_type: dict[str, int] = {t.name: t.data_type for t in graph.initializer}
-        for vi in [*graph.value_info, *graph.input, *graph.output]:
-            if vi.type.HasField("tensor_type"):
-                self.elem_type.setdefault(vi.name, vi.type.tensor_type.elem_type)
-        self._const_cache: dict[str, bool] = {}
-        self._onnx = onnx
-
-    def is_constant(self, name: str) -> bool:
-        """True if ``name`` is computed from initializers / Constant nodes only (no graph input)."""
-        if not name:
-            return True
-        if name in self._const_cache:
-            return self._const_cache[name]
-        self._const_cache[name] = False  # guards against cycles in malformed graphs
-        if name in self.initializers:
-            result = True
-        else:
-            node = self.producer.get(name)
-            result = node is not None and (node.op_type == "Constant" or (
-                len(node.input) > 0 and all(self.is_constant(i) for i in node.input)))
-        self._const_cache[name] = result
-        return result
-
-    def constant_value(self, name: str) -> Any:
-        """Numpy value of an initializer or Constant output, or None if not directly available."""
-        from onnx import numpy_helper
-
-        if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return numpy_helper.to_array(attr.t)
-        return None
-
-    def type_name(self, name: str) -> str | None:
-        code = self.elem_type.get(name)
-        if code is None:
-            node = self.producer.get(name)
-            if node is not None and node.op_type == "Constant":
-                for attr in node.attribute:
-                    if attr.name == "value":
-                        code = attr.t.data_type
-        return self._onnx.TensorProto.DataType.Name(code) if code else None
-
-
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
@@ -179,7 +124,7 @@ def _text(value: Any) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _check_resize(node: Any, graph: _Graph) -> Iterable[str]:
+def _check_resize(node: Any, graph: GraphIndex) -> Iterable[str]:
     a = _attrs(node)
     mode = _text(a.get("mode", b"nearest"))
     coord = _text(a.get("coordinate_transformation_mode", b"half_pixel"))
@@ -202,7 +147,7 @@ def _check_resize(node: Any, graph: _Graph) -> Iterable[str]:
         yield f"axes={list(axes)} must be an iota vector 0..rank-1"
 
 
-def _check_qdq(node: Any, graph: _Graph) -> Iterable[str]:
+def _check_qdq(node: Any, graph: GraphIndex) -> Iterable[str]:
     # QuantizeLinear(x, scale, zero_point) / DequantizeLinear(x, scale, zero_point): the quantized
     # type is the zero point's type (Q) or the input's type (DQ); without a zero point, Q emits uint8.
     zero_point = node.input[2] if len(node.input) > 2 and node.input[2] else None
@@ -222,7 +167,7 @@ def _check_qdq(node: Any, graph: _Graph) -> Iterable[str]:
         yield f"scale '{node.input[1]}' must be a constant"
 
 
-def _check_pool(node: Any, graph: _Graph) -> Iterable[str]:
+def _check_pool(node: Any, graph: GraphIndex) -> Iterable[str]:
     a = _attrs(node)
     dilations = a.get("dilations")
     if dilations and any(d != 1 for d in dilations):
@@ -234,14 +179,14 @@ def _check_pool(node: Any, graph: _Graph) -> Iterable[str]:
         yield "the Indices output is unsupported"
 
 
-def _check_topk(node: Any, graph: _Graph) -> Iterable[str]:
+def _check_topk(node: Any, graph: GraphIndex) -> Iterable[str]:
     if not _attrs(node).get("sorted", 1):
         yield "sorted must be 1"
 
 
 #: Per-op restriction checkers (each yields reasons). Ops listed in ``_CONST_AXES_INPUT`` and
 #: ``_WEIGHT_INPUTS`` get their constant-input checks in addition.
-RESTRICTIONS: dict[str, Callable[[Any, _Graph], Iterable[str]]] = {
+RESTRICTIONS: dict[str, Callable[[Any, GraphIndex], Iterable[str]]] = {
     "Resize": _check_resize,
     "QuantizeLinear": _check_qdq,
     "DequantizeLinear": _check_qdq,
@@ -270,7 +215,7 @@ def find_trt_issues(model: Any, *, plugins: Iterable[str] = KNOWN_PLUGINS) -> li
     if opset is None or not lo <= opset <= hi:
         issues.append(CompatIssue("<model>", "opset",
                                   f"default-domain opset {opset} outside TensorRT's {lo}..{hi}"))
-    graph = _Graph(model)
+    graph = GraphIndex(model)
     for index, node in enumerate(model.graph.node):
         name = node.name or f"#{index}"
         if node.domain not in ("", "ai.onnx"):

@@ -1,0 +1,313 @@
+"""Calibration and validation sets: where the images come from and how they are preprocessed.
+
+``--calib-data`` accepts three kinds of source:
+
+* a folder of images (``.png``/``.jpg``/...; an ``images/`` subfolder is used when present, as in
+  the ``folder`` dataset layout);
+* a dataset spec ``KIND:ROOT[:split]`` read with :func:`edgeseg.data.load_dataset`;
+* a manifest: a YAML file, or the name of one in the repository's ``calibration/`` folder
+  (``demo`` → ``calibration/demo.yaml``); see ``calibration/README.md`` for its fields.
+
+Preprocessing is the model's own, read from its :class:`~edgeseg.checkpoint.ModelCard`: resize to
+``input_size`` then normalise with ``mean``/``std``, through the same
+:class:`edgeseg.data.transforms.EvalTransform` that evaluation uses. Sampling ``--calib-size`` images
+is seeded, so a rebuild sees the same set and the set's hash keys the calibration cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeseg.errors import EdgesegError
+
+__all__ = [
+    "CalibrationSet",
+    "Manifest",
+    "load_calibration_set",
+    "load_validation_set",
+    "resolve_manifest",
+    "CALIBRATION_DIR",
+    "IMAGE_SUFFIXES",
+]
+
+#: The repository's calibration folder (manifests and the shipped demo set).
+CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+_MANIFEST_SUFFIXES = (".yaml", ".yml")
+
+# Called after each image is loaded: (done, total).
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class CalibrationSet:
+    """Preprocessed images (and masks, when the source has them) ready to feed the graph.
+
+    Args:
+        images: float32 ``(N, 3, H, W)``, resized and normalised.
+        source: human-readable description of where they came from.
+        items: one identifier per image (file path or ``dataset[index]``).
+        masks: int64 ``(N, H, W)`` class ids (255 = ignore), or None for bare image folders.
+        num_classes: class count of the source dataset, when known.
+    """
+
+    images: np.ndarray
+    source: str
+    items: list[str] = field(default_factory=list)
+    masks: np.ndarray | None = None
+    num_classes: int | None = None
+
+    @property
+    def sha256(self) -> str:
+        """Hash of the preprocessed pixels: identical sets hash equal whatever their path."""
+        h = hashlib.sha256()
+        h.update(repr((self.images.shape, str(self.images.dtype))).encode())
+        h.update(np.ascontiguousarray(self.images).tobytes())
+        return h.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class Manifest:
+    """A calibration manifest (YAML).
+
+    Args:
+        path: the manifest file.
+        data: calibration source (folder or ``KIND:ROOT[:split]``), relative paths resolved against
+            the manifest's folder.
+        files: explicit image list (instead of ``data``), relative to the manifest's folder.
+        size: default ``--calib-size``.
+        seed: sampling seed.
+        val_data: dataset spec used by the accuracy guard and validation.
+        val_size: default number of validation images.
+        description: free text.
+    """
+
+    path: Path
+    data: str | None = None
+    files: list[str] = field(default_factory=list)
+    size: int | None = None
+    seed: int = 0
+    val_data: str | None = None
+    val_size: int | None = None
+    description: str = ""
+
+
+def resolve_manifest(spec: str) -> Manifest | None:
+    """Return the manifest ``spec`` names (a YAML path or a name in ``calibration/``), else None."""
+    import yaml
+
+    path = Path(spec)
+    if path.suffix not in _MANIFEST_SUFFIXES:
+        named = CALIBRATION_DIR / f"{spec}.yaml"
+        if "/" in spec or os.sep in spec or not named.is_file():
+            return None
+        path = named
+    if not path.is_file():
+        raise EdgesegError(f"{path}: calibration manifest not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise EdgesegError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise EdgesegError(f"{path}: a calibration manifest must be a mapping of fields")
+    known = {"data", "files", "size", "seed", "val_data", "val_size", "description"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise EdgesegError(f"{path}: unknown manifest fields {unknown} (known: {sorted(known)})")
+    if bool(raw.get("data")) == bool(raw.get("files")):
+        raise EdgesegError(f"{path}: give exactly one of 'data' (a folder or KIND:ROOT[:split]) or 'files'")
+    base = path.parent
+    return Manifest(
+        path=path,
+        data=_relative_spec(raw["data"], base) if raw.get("data") else None,
+        files=[str(base / f) for f in raw.get("files") or []],
+        size=raw.get("size"),
+        seed=int(raw.get("seed", 0)),
+        val_data=_relative_spec(raw["val_data"], base) if raw.get("val_data") else None,
+        val_size=raw.get("val_size"),
+        description=str(raw.get("description", "")),
+    )
+
+
+def _relative_spec(spec: str, base: Path) -> str:
+    """Resolve the folder or ROOT part of ``spec`` against ``base`` when it is a relative path."""
+    spec = str(spec)
+    if ":" not in spec:
+        return spec if Path(spec).is_absolute() else str(base / spec)
+    kind, _, rest = spec.partition(":")
+    root, sep, split = rest.partition(":")
+    if root and not Path(root).is_absolute() and (base / root).exists():
+        root = str(base / root)
+    return f"{kind}:{root}{sep}{split}"
+
+
+def _sample(n: int, size: int | None, seed: int) -> list[int]:
+    """``size`` distinct indices out of ``n``, seeded and in ascending order (all when size >= n)."""
+    if size is None or size >= n:
+        return list(range(n))
+    if size < 1:
+        raise EdgesegError(f"calibration size must be >= 1, got {size}")
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=size, replace=False))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    root = folder / "images" if (folder / "images").is_dir() else folder
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    files = [p for p in entries if p.is_file()]
+    if not files:
+        raise EdgesegError(f"{root}: calibration folder has no images")
+    for p in files:
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            raise EdgesegError(f"{p}: not an image file (calibration folders may only hold images: "
+                               f"{', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def _preprocess_files(files: Sequence[str | Path], transform: Any, progress: Progress | None) -> np.ndarray:
+    import torch
+
+    from edgeseg.data._base import read_image
+
+    out = []
+    for i, path in enumerate(files):
+        pixels = read_image(path)  # EdgesegError naming the file when unreadable
+        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+        # EvalTransform works on (image, mask) pairs; a placeholder mask rides along unused.
+        dummy = torch.zeros(image.shape[-2:], dtype=torch.int64)
+        out.append(transform(image, dummy)[0].numpy())
+        if progress:
+            progress(i + 1, len(files))
+    return np.stack(out).astype(np.float32, copy=False)
+
+
+def _from_dataset(spec: str, transform: Any, size: int | None, seed: int,
+                  progress: Progress | None) -> CalibrationSet:
+    from edgeseg.data import load_dataset, parse_spec
+
+    kind, root, split = parse_spec(spec)
+    dataset = load_dataset(kind, root, split, transform=transform)
+    if len(dataset) == 0:
+        raise EdgesegError(f"{spec}: dataset split is empty")
+    indices = _sample(len(dataset), size, seed)
+    images, masks = [], []
+    for n, i in enumerate(indices):
+        image, mask = dataset[i]
+        images.append(image.numpy())
+        masks.append(mask.numpy())
+        if progress:
+            progress(n + 1, len(indices))
+    return CalibrationSet(
+        images=np.stack(images).astype(np.float32, copy=False),
+        masks=np.stack(masks).astype(np.int64, copy=False),
+        source=f"{spec} ({len(indices)} of {len(dataset)}, seed {seed})",
+        items=[f"{spec}[{i}]" for i in indices],
+        num_classes=dataset.num_classes,
+    )
+
+
+def load_calibration_set(
+    spec: str,
+    *,
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    size: int | None = 32,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> CalibrationSet:
+    """Load and preprocess a calibration set.
+
+    Args:
+        spec: folder, ``KIND:ROOT[:split]``, manifest path, or manifest name in ``calibration/``.
+        input_size: model input ``(H, W)``.
+        mean: normalisation mean (0..1 RGB), from the model card.
+        std: normalisation std (0..1 RGB), from the model card.
+        size: number of images to sample; None takes all. Defaults to 32 (or the manifest's
+            ``size`` when this is None and a manifest gives one).
+        seed: sampling seed. Defaults to the manifest's seed, else 0.
+        progress: called as ``progress(done, total)`` after each image.
+
+    Returns:
+        A :class:`CalibrationSet`.
+
+    Raises:
+        EdgesegError: unknown source, empty folder, unreadable or non-image file (named).
+    """
+    from edgeseg.data.transforms import EvalTransform
+
+    transform = EvalTransform(tuple(input_size), mean=tuple(mean), std=tuple(std))
+    manifest = resolve_manifest(spec)
+    if manifest is not None:
+        seed = manifest.seed if seed is None else seed
+        size = size if size is not None else manifest.size
+        if manifest.files:
+            missing = [f for f in manifest.files if not Path(f).is_file()]
+            if missing:
+                raise EdgesegError(f"{manifest.path}: listed image {missing[0]} not found")
+            picked = [manifest.files[i] for i in _sample(len(manifest.files), size, seed)]
+            return CalibrationSet(images=_preprocess_files(picked, transform, progress),
+                                  source=f"{manifest.path} ({len(picked)} files)", items=picked)
+        spec = manifest.data or ""  # resolve_manifest guarantees data when there are no files
+    seed = 0 if seed is None else seed
+    path = Path(spec)
+    if path.is_dir():
+        files = _image_files(path)
+        picked = [files[i] for i in _sample(len(files), size, seed)]
+        return CalibrationSet(images=_preprocess_files(picked, transform, progress),
+                              source=f"{path} ({len(picked)} of {len(files)} images, seed {seed})",
+                              items=[str(p) for p in picked])
+    if ":" in spec and not path.exists():
+        return _from_dataset(spec, transform, size, seed, progress)
+    if path.is_file():
+        raise EdgesegError(f"{path}: --calib-data must be a folder of images, a manifest (.yaml) "
+                           "or a dataset spec KIND:ROOT[:split]")
+    raise EdgesegError(f"--calib-data {spec!r}: no such folder, manifest or dataset spec KIND:ROOT[:split]")
+
+
+def load_validation_set(
+    spec: str,
+    *,
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    size: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> CalibrationSet:
+    """Load a labelled validation set (``KIND:ROOT[:split]`` or a manifest's ``val_data``).
+
+    Args:
+        spec: dataset spec, or a manifest whose ``val_data`` names one.
+        input_size: model input ``(H, W)``.
+        mean: normalisation mean (0..1 RGB).
+        std: normalisation std (0..1 RGB).
+        size: number of images to sample; None takes the manifest's ``val_size`` or all.
+        seed: sampling seed. Defaults to 0.
+        progress: called as ``progress(done, total)`` after each image.
+
+    Raises:
+        EdgesegError: the spec has no labels (a bare image folder) or cannot be read.
+    """
+    from edgeseg.data.transforms import EvalTransform
+
+    manifest = resolve_manifest(spec)
+    if manifest is not None:
+        if not manifest.val_data:
+            raise EdgesegError(f"{manifest.path}: has no 'val_data' for validation; pass --val-data")
+        spec, size = manifest.val_data, size if size is not None else manifest.val_size
+    if ":" not in spec or Path(spec).is_dir():
+        raise EdgesegError(f"--val-data {spec!r}: validation needs labels; give a dataset spec "
+                           "KIND:ROOT[:split] (e.g. folder:PATH for images/ + masks/)")
+    transform = EvalTransform(tuple(input_size), mean=tuple(mean), std=tuple(std))
+    return _from_dataset(spec, transform, size, seed, progress)
