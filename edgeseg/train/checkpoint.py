@@ -15,6 +15,7 @@ Layout (``format = "edgeseg.train/1"``)::
     sampler     {"epoch", "start", "seed", "num_replicas"}: where the data order resumes
     config      TrainConfig as dict         best        {"miou", "iteration"}
     metrics     last evaluation's metrics (percent), {} if none yet
+    loss        total loss of the last step     train_time_s  training seconds so far
 """
 
 from __future__ import annotations

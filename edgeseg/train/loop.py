@@ -5,11 +5,12 @@ evaluation, checkpoints, progress and log — so that the order of those steps i
 place. Its inputs are an already-built model and datasets, which keeps it usable from the CLI, from
 tests with a tiny model, and from users' own scripts.
 
-Resume is exact (bit-identical weights to an uninterrupted run) in deterministic mode with
-``num_workers=0``: the data order is a function of ``(seed, epoch)`` (:class:`ResumableSampler`),
-the learning rate is a closed form of the iteration, and the RNG states of every rank are stored.
-With worker processes the order is still exact, but augmentation randomness drawn inside the
-workers restarts from a new seed after a resume.
+Resume is exact (bit-identical weights to an uninterrupted run) in deterministic mode: the data
+order is a function of ``(seed, epoch)`` (:class:`ResumableSampler`), the learning rate is a closed
+form of the iteration, and the RNG states of every rank are stored. Augmentation is exact too when
+the dataset seeds it per sample (edgeseg datasets built with ``seed=``, whose ``set_epoch`` this loop
+calls) or when it draws from the global RNG with ``num_workers=0``; augmentation drawn from the
+global RNG inside worker processes restarts from a new seed after a resume.
 """
 
 from __future__ import annotations
@@ -221,14 +222,15 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
         raise EdgesegError(f"training set has {len(train_set)} samples, fewer than one batch of "  # type: ignore[arg-type]
                            f"{config.batch_size}; lower --batch-size")
 
-    start, best_miou, best_iter, metrics, time_before = 0, -math.inf, 0, {}, 0.0
+    start, loss, best_miou, best_iter, metrics, time_before = 0, math.nan, -math.inf, 0, {}, 0.0
     if resume:
         ckpt = load_checkpoint(last_path)
         _check_resumable(ckpt["config"], config, last_path)
         opt.load(ckpt, last_path)
         start = int(ckpt["iteration"])
         best_miou, best_iter = ckpt["best"]["miou"], ckpt["best"]["iteration"]
-        metrics, time_before = ckpt.get("metrics", {}), float(ckpt.get("train_time_s", 0.0))
+        metrics, loss = ckpt.get("metrics", {}), float(ckpt.get("loss", math.nan))
+        time_before = float(ckpt.get("train_time_s", 0.0))
         if len(ckpt["rng"]) == info.world_size:
             set_rng_state(ckpt["rng"][info.rank])
         else:  # another world size: the run continues, but cannot be bit-exact.
@@ -241,9 +243,9 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
     net: nn.Module = model
     if info.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # Workers are not persistent: each epoch's workers must see the dataset's new set_epoch().
     loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, num_workers=config.num_workers,
                         pin_memory=device.type == "cuda", drop_last=True,
-                        persistent_workers=config.num_workers > 0,
                         generator=torch.Generator().manual_seed(config.seed + 1000 * info.rank + start))
     val_loader = None
     if val_set is not None:
@@ -259,12 +261,12 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
                 "sampler": {"epoch": iteration // per_epoch, "start": (iteration % per_epoch) * local_batch,
                             "seed": config.seed, "num_replicas": info.world_size},
                 "config": config.to_dict(), "best": {"miou": best_miou, "iteration": best_iter},
-                "metrics": metrics, "train_time_s": time_before + elapsed}
+                "metrics": metrics, "loss": loss, "train_time_s": time_before + elapsed}
 
     monitor = TrainMonitor(config.iters, start=start, log_path=out_dir / "log.jsonl",
                            log_every=config.log_every, console=console, show_progress=show_progress,
                            enabled=info.is_main)
-    iteration, loss = start, math.nan
+    iteration = start
     with monitor:
         monitor.record("resume" if resume else "start", iter=start, world_size=info.world_size,
                        device=str(device), amp=str(amp_dtype), config=config.to_dict())
@@ -272,6 +274,8 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
         while iteration < config.iters:
             sampler.set_epoch(epoch)
             sampler.set_start(offset * local_batch)
+            if hasattr(train_set, "set_epoch"):  # edgeseg datasets seed augmentation per (epoch, index)
+                train_set.set_epoch(epoch)
             for images, masks in loader:
                 lr = opt.lr
                 loss, parts = opt.step(net, images, masks)

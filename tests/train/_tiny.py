@@ -63,5 +63,5 @@ class TinySegSet(Dataset):
 
 
 def tiny_card(num_classes: int = 3) -> ModelCard:
-    return ModelCard(preset="tiny", num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)],
-                     input_size=(8, 8))
+    names = [f"c{i}" for i in range(num_classes)]
+    return ModelCard(preset="tiny", num_classes=num_classes, class_names=names, input_size=(8, 8))

@@ -49,8 +49,8 @@ def test_ddp_two_processes_match_single_process_training(tmp_path):
     r1 = torch.load(ddp_out / "rank1.pt", weights_only=True)
 
     single = _model()
-    result = fit(single, TinySegSet(9), _config(tmp_path / "single"), tiny_card(), val_set=TinySegSet(5, seed=1),
-                 show_progress=False)
+    result = fit(single, TinySegSet(9), _config(tmp_path / "single"), tiny_card(),
+                 val_set=TinySegSet(5, seed=1), show_progress=False)
     for k, v in single.state_dict().items():
         assert torch.equal(r0["state_dict"][k], r1["state_dict"][k]), f"ranks disagree on {k}"
         # Averaging two half-batch means equals the full-batch mean up to float rounding.

@@ -53,8 +53,8 @@ def test_resume_reproduces_uninterrupted_run_bitwise(tmp_path, deterministic):
     assert full.iterations == 8
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_model(0), _InterruptAfter(TinySegSet(5, flip=True), 3 * 2), _config(tmp_path, "cut"), tiny_card(),
-            val_set=val, show_progress=False)
+        fit(_model(0), _InterruptAfter(TinySegSet(5, flip=True), 3 * 2), _config(tmp_path, "cut"),
+            tiny_card(), val_set=val, show_progress=False)
     cut_dir = tmp_path / "cut"
     assert load_checkpoint(cut_dir / "last.pt")["iteration"] == 3
     assert not [p.name for p in cut_dir.iterdir() if p.suffix == ".tmp"]
@@ -103,8 +103,10 @@ def test_resume_refuses_a_changed_schedule(tmp_path):
 
 def test_bad_settings_are_user_errors(tmp_path):
     with pytest.raises(EdgesegError, match="fewer than one batch"):
-        fit(TinySegNet(), TinySegSet(3), _config(tmp_path, "a", batch_size=4), tiny_card(), show_progress=False)
+        fit(TinySegNet(), TinySegSet(3), _config(tmp_path, "a", batch_size=4), tiny_card(),
+            show_progress=False)
     with pytest.raises(EdgesegError, match="CUDA"):
-        fit(TinySegNet(), TinySegSet(4), _config(tmp_path, "b", amp="bf16"), tiny_card(), show_progress=False)
+        fit(TinySegNet(), TinySegSet(4), _config(tmp_path, "b", amp="bf16"), tiny_card(),
+            show_progress=False)
     with pytest.raises(EdgesegError, match="lr"):
         TrainConfig(lr=0)
