@@ -1,7 +1,7 @@
 """Backends behind one interface: see :class:`edgeseg.runners.base.BaseRunner`.
 
-Each backend module imports its framework (torch, onnxruntime, tensorrt) on first use, so
-``from edgeseg.runners import OnnxrtRunner`` does not pay for importing torch.
+Backend classes are resolved on first access, so ``from edgeseg.runners import OnnxrtRunner`` does
+not pay for importing torch, and nothing here imports TensorRT until a TrtRunner is activated.
 """
 
 from __future__ import annotations
@@ -14,10 +14,15 @@ from edgeseg.runners.base import BaseRunner, TensorMeta
 if TYPE_CHECKING:
     from edgeseg.runners.onnxrt import OnnxrtRunner
     from edgeseg.runners.torch import TorchRunner
+    from edgeseg.runners.trt import TrtRunner
 
-__all__ = ["BaseRunner", "TensorMeta", "TorchRunner", "OnnxrtRunner"]
+__all__ = ["BaseRunner", "TensorMeta", "TorchRunner", "OnnxrtRunner", "TrtRunner"]
 
-_LAZY = {"TorchRunner": "edgeseg.runners.torch", "OnnxrtRunner": "edgeseg.runners.onnxrt"}
+_LAZY = {
+    "TorchRunner": "edgeseg.runners.torch",
+    "OnnxrtRunner": "edgeseg.runners.onnxrt",
+    "TrtRunner": "edgeseg.runners.trt",
+}
 
 
 def __getattr__(name: str) -> Any:
