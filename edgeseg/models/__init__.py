@@ -4,11 +4,16 @@ Public entry points::
 
     build_model(preset, num_classes=19, **overrides) -> nn.Module
     list_models(pattern=None) -> list[str]
+    load_backbone_weights(model, state_dict, source="torchvision") -> WeightLoadReport
 
-Importing this package imports every model module, which registers the presets.
+Every model has ``.config`` (its family's dataclass) and ``.aux_weights``; in eval mode it returns
+logits (N, K, H, W) at input resolution, in train mode ``{"out": ..., **aux}``. Importing this
+package imports every model module, which registers the presets.
 """
 
-from edgeseg.models import dbmsnet  # noqa: F401  (registers presets)
+# Imported for their @register_model side effect.
+from edgeseg.models import dbmsnet, fcn, fpn_fcn  # noqa: F401
 from edgeseg.models._registry import build_model, list_models, register_model
+from edgeseg.models.weights import WeightLoadReport, load_backbone_weights
 
-__all__ = ["build_model", "list_models", "register_model"]
+__all__ = ["WeightLoadReport", "build_model", "list_models", "load_backbone_weights", "register_model"]

@@ -33,7 +33,7 @@ def _pair(size: int | Sequence[int]) -> tuple[int, int]:
 
 def _bin_mean(x: Tensor, bins: int, dim: int) -> Tensor:
     """Average ``x`` along ``dim`` over torch's adaptive-pool bins, concatenated along ``dim``."""
-    length = x.shape[dim]
+    length = int(x.shape[dim])
     pieces = []
     for i in range(bins):
         # The exact bin edges F.adaptive_avg_pool2d uses; with Python ints they become constants.

@@ -5,8 +5,10 @@
 * "vd" (He et al., "Bag of Tricks for Image Classification", https://arxiv.org/abs/1812.01187,
   ResNet-D; PaddleSeg's ``ResNet_vd``): a deep stem of three 3×3 convs (32-32-64) instead of one
   7×7, and an average pool before the 1×1 projection in downsampling shortcuts.
-* Output stride 16 / 8 replaces the stride of layer4 (and layer3) by dilation 2 (and 4), as in
-  DeepLab; the first block of a dilated layer keeps the previous dilation (torchvision, timm).
+* Output stride 16 / 8 replaces the stride of layer4 (and layer3) by dilation 2 (and 4) in every
+  block of that layer, as DeepLab and PaddleSeg's ``ResNet_vd`` (the DBMSNet paper's framework) do.
+  torchvision and timm keep the previous dilation in a dilated layer's first block; the weights
+  are interchangeable either way, only that block's receptive field differs.
 
 Submodule names follow torchvision (``conv1``, ``bn1``, ``layer1``..``layer4``, ``downsample``) and,
 for the deep stem and the avg-pool shortcut, timm's ``resnet50d`` (``conv1.0``/``.1``/``.3``/``.4``/
@@ -39,8 +41,7 @@ class BasicBlock(nn.Module):
         in_channels: input channels.
         channels: width of the block (output = ``channels * expansion``).
         stride: stride of the first conv.
-        dilation: dilation of the second conv.
-        first_dilation: dilation of the first conv. Defaults to ``dilation``.
+        dilation: dilation of both convs.
         downsample: projection for the shortcut, or None for identity.
     """
 
@@ -53,12 +54,10 @@ class BasicBlock(nn.Module):
         *,
         stride: int = 1,
         dilation: int = 1,
-        first_dilation: int | None = None,
         downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        first = first_dilation or dilation
-        self.conv1 = _conv3x3(in_channels, channels, stride=stride, dilation=first)
+        self.conv1 = _conv3x3(in_channels, channels, stride=stride, dilation=dilation)
         self.bn1 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = _conv3x3(channels, channels, dilation=dilation)
@@ -79,8 +78,7 @@ class Bottleneck(nn.Module):
         in_channels: input channels.
         channels: width of the 3×3 conv (output = ``channels * expansion``).
         stride: stride of the 3×3 conv.
-        dilation: dilation of the 3×3 conv in all but the first block of a layer.
-        first_dilation: dilation of the 3×3 conv of this block. Defaults to ``dilation``.
+        dilation: dilation of the 3×3 conv.
         downsample: projection for the shortcut, or None for identity.
     """
 
@@ -93,14 +91,13 @@ class Bottleneck(nn.Module):
         *,
         stride: int = 1,
         dilation: int = 1,
-        first_dilation: int | None = None,
         downsample: nn.Module | None = None,
     ) -> None:
         super().__init__()
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = _conv3x3(channels, channels, stride=stride, dilation=first_dilation or dilation)
+        self.conv2 = _conv3x3(channels, channels, stride=stride, dilation=dilation)
         self.bn2 = nn.BatchNorm2d(channels)
         self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -139,23 +136,13 @@ def _make_layer(
     *,
     stride: int,
     dilation: int,
-    previous_dilation: int,
     avg_down: bool,
 ) -> nn.Sequential:
     out_channels = channels * block.expansion
     downsample = None
     if stride != 1 or in_channels != out_channels:
         downsample = _downsample(in_channels, out_channels, stride=stride, avg_down=avg_down)
-    blocks = [
-        block(
-            in_channels,
-            channels,
-            stride=stride,
-            dilation=dilation,
-            first_dilation=previous_dilation,
-            downsample=downsample,
-        )
-    ]
+    blocks = [block(in_channels, channels, stride=stride, dilation=dilation, downsample=downsample)]
     blocks += [block(out_channels, channels, dilation=dilation) for _ in range(num_blocks - 1)]
     return nn.Sequential(*blocks)
 
@@ -218,7 +205,7 @@ class ResNet(nn.Module):
             strides[layer] = 1
             dilations[layer] = 2 ** (dilated - i)
         stages = []
-        channels_in, reduction, previous_dilation = stem_out, 4, 1
+        channels_in, reduction = stem_out, 4
         for i, (num_blocks, ch) in enumerate(zip(layers, widths, strict=True)):
             layer = _make_layer(
                 block,
@@ -227,11 +214,9 @@ class ResNet(nn.Module):
                 num_blocks,
                 stride=strides[i],
                 dilation=dilations[i],
-                previous_dilation=previous_dilation,
                 avg_down=avg_down,
             )
             self.add_module(f"layer{i + 1}", layer)
-            previous_dilation = dilations[i]
             channels_in = ch * block.expansion
             reduction *= strides[i]
             stages.append(StageInfo(f"De{i + 1}", channels_in, reduction, f"layer{i + 1}"))
