@@ -35,7 +35,9 @@ def _extensions() -> tuple[list, dict]:
         return [], {}
 
     debug = os.environ.get("DEBUG", "0") == "1"
-    use_cuda = os.environ.get("USE_CUDA", "1") != "0" and torch.version.cuda is not None and CUDA_HOME is not None
+    use_cuda = (
+        os.environ.get("USE_CUDA", "1") != "0" and torch.version.cuda is not None and CUDA_HOME is not None
+    )
     opt = ["-O0", "-g"] if debug else ["-O3"]
     sources = sorted(glob.glob(f"{CPP_EXT}/csrc/*.cpp"))
     extra_compile_args = {"cxx": [*opt, "-fopenmp"]}

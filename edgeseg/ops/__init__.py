@@ -10,7 +10,7 @@
 """
 
 from edgeseg.ops.fuse import FusedDDC, fuse_model
-from edgeseg.ops.fused_ddc import extension_available, extension_error, fused_ddc, has_kernel
+from edgeseg.ops.fused_ddc_op import extension_available, extension_error, fused_ddc, has_kernel
 from edgeseg.ops.reference import fused_ddc_reference
 
 __all__ = [

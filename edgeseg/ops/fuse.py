@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from edgeseg.errors import EdgesegError
-from edgeseg.ops.fused_ddc import fused_ddc
+from edgeseg.ops.fused_ddc_op import fused_ddc
 
 __all__ = ["FusedDDC", "fold_conv_bn", "bn_affine", "is_ddc_block", "fuse_model"]
 
@@ -149,11 +149,20 @@ class FusedDDC(nn.Module):
         Args:
             block: the unfused block, in eval mode.
             name: its qualified name, for error messages.
+
+        Returns:
+            The fused module, in eval mode.
         """
+        if block.training:
+            raise EdgesegError(f"{name}: folding BatchNorm needs eval mode: call model.eval() first")
         reduce_conv, reduce_bn = _unpack(block.reduce, f"{name}.reduce", relu=False)
         pool_conv, pool_bn = _unpack(block.pool, f"{name}.pool", relu=True)
         channels = reduce_conv.out_channels
-        if pool_conv.kernel_size != (1, 1) or pool_conv.in_channels != channels or pool_conv.out_channels != channels:
+        if (
+            pool_conv.kernel_size != (1, 1)
+            or pool_conv.in_channels != channels
+            or pool_conv.out_channels != channels
+        ):
             raise EdgesegError(f"{name}.pool: expected a 1x1 conv {channels}->{channels}")
         dilations = tuple(int(d) for d in block.dilations)
         weights, scales, shifts = [], [], []
@@ -175,7 +184,7 @@ class FusedDDC(nn.Module):
             scales.append(scale)
             shifts.append(shift)
         dtype = reduce_conv.weight.dtype
-        return cls(
+        fused = cls(
             fold_conv_bn(reduce_conv, reduce_bn, f"{name}.reduce"),
             fold_conv_bn(pool_conv, pool_bn, f"{name}.pool"),
             torch.stack(weights).to(dtype),
@@ -183,6 +192,7 @@ class FusedDDC(nn.Module):
             torch.stack(shifts).to(dtype),
             dilations,
         )
+        return fused.eval()
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
@@ -219,5 +229,5 @@ def fuse_model(model: nn.Module) -> nn.Module:
         for child_name, child in list(parent.named_children()):
             if is_ddc_block(child):
                 qualified = f"{parent_name}.{child_name}" if parent_name else child_name
-                setattr(parent, child_name, FusedDDC.from_ddc(child, qualified).eval())
+                setattr(parent, child_name, FusedDDC.from_ddc(child, qualified))
     return model

@@ -90,7 +90,9 @@ def _warn_fallback_once(reason: str) -> None:
     if reason not in _warned:
         _warned.add(reason)
         warnings.warn(
-            f"edgeseg fused_ddc: {reason}; running the (slower) PyTorch reference instead", RuntimeWarning, stacklevel=3
+            f"edgeseg fused_ddc: {reason}; running the (slower) PyTorch reference instead",
+            RuntimeWarning,
+            stacklevel=3,
         )
 
 

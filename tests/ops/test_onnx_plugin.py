@@ -1,0 +1,107 @@
+"""Plugin-form ONNX: one EdgesegFusedDDC node per fused block, runnable on the CPU in ONNX Runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from edgeseg.errors import EdgesegError
+from edgeseg.ops import fuse_model, fused_ddc
+from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, custom_translation_table, plugin_nodes
+from edgeseg.ops.ort_custom_op import ort_session
+
+
+def _export(model: nn.Module, x: torch.Tensor, *, plugin: bool) -> onnx.ModelProto:
+    table = custom_translation_table() if plugin else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (x,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=18,
+            custom_translation_table=table,
+        )
+    return program.model_proto
+
+
+def test_plugin_graph_matches_standard_graph(tiny_ddc_net) -> None:
+    x = torch.randn(2, 3, 24, 33)
+    standard = _export(tiny_ddc_net, x, plugin=False)
+    fused = fuse_model(copy.deepcopy(tiny_ddc_net))
+    plugin = _export(fused, x, plugin=True)
+    onnx.checker.check_model(plugin)
+
+    nodes = plugin_nodes(plugin)
+    assert len(nodes) == 3 and not plugin_nodes(standard)
+    assert {"Conv", "Concat", "Transpose"} & {n.op_type for n in standard.graph.node}
+    assert (PLUGIN_DOMAIN, 1) in {(o.domain, o.version) for o in plugin.opset_import}
+    initializers = {t.name for t in plugin.graph.initializer}
+    for node, dilations in zip(nodes, [(1, 3, 5, 7), (5, 7, 11, 13), (13, 15, 17, 19)], strict=True):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert node.op_type == PLUGIN_NAME and node.domain == PLUGIN_DOMAIN
+        assert attrs == {"dilations": list(dilations), "plugin_version": b"1", "plugin_namespace": b"edgeseg"}
+        assert len(node.input) == 6  # x, weight, scale, shift, pooled, residual
+        assert set(node.input[1:4]) <= initializers  # weight / scale / shift are initializers
+
+    feed = {"images": x.numpy()}
+    expected = ort.InferenceSession(standard.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, feed
+    )
+    got = ort_session(plugin).run(None, feed)
+    with torch.no_grad():
+        torch_out = tiny_ddc_net(x).numpy()
+    np.testing.assert_allclose(got[0], expected[0], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got[0], torch_out, atol=1e-5, rtol=0)
+
+
+class _NoResidual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(3)
+        self.register_buffer("weight", torch.randn(4, 2, 3, 3, generator=g))
+        self.register_buffer("scale", torch.rand(4, 2, generator=g) + 0.5)
+        self.register_buffer("shift", torch.randn(4, 2, generator=g) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fused_ddc(x, self.weight, (1, 2, 3, 5), self.scale, self.shift, x.mean((2, 3)), None)
+
+
+def test_plugin_node_without_residual() -> None:
+    model = _NoResidual().eval()
+    x = torch.randn(1, 2, 9, 14)
+    proto = _export(model, x, plugin=True)
+    (node,) = plugin_nodes(proto)
+    assert len(node.input) == 5
+    got = ort_session(proto).run(None, {"images": x.numpy()})[0]
+    np.testing.assert_allclose(got, model(x).numpy(), atol=1e-6, rtol=0)
+
+
+def test_plugin_nodes_rejects_broken_node() -> None:
+    node = onnx.helper.make_node(
+        PLUGIN_NAME,
+        ["x", "w", "s", "b", "p"],
+        ["y"],
+        domain=PLUGIN_DOMAIN,
+        dilations=[1, 3, 5],
+        plugin_version="1",
+        plugin_namespace="edgeseg",
+    )
+    graph = onnx.helper.make_graph([node], "g", [], [])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1)])
+    with pytest.raises(EdgesegError, match="'dilations' must be 4 positive INTS"):
+        plugin_nodes(model)
+    model.opset_import.pop()
+    with pytest.raises(EdgesegError, match="no 'edgeseg' opset_import"):
+        plugin_nodes(model)
