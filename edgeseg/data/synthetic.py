@@ -4,13 +4,15 @@ It is the training data of the shipped demo model and of the tests, so it has to
 small DBMSNet in minutes on a CPU while still exercising what the papers care about:
 
 * 7 classes: background + disc, square, triangle, ring, bar, cross. A class is given by its shape
-  *and* a class-typical hue (six hues 60° apart, each jittered ±25°, with random saturation,
-  brightness and a shading gradient), so colour alone nearly separates classes while shape
-  (ring vs disc, bar vs square) resolves the dark / desaturated / noisy cases.
+  *and* a class-typical hue (six hues 60° apart, each jittered ±30° so neighbouring ranges touch,
+  with random saturation, brightness and a shading gradient): colour narrows a pixel down to about
+  two classes and shape decides. Grayish "distractor" shapes drawn first belong to the background,
+  so shape alone is not enough either.
 * Object diameters log-uniform from 6 px to half the image side, so small objects are frequent
   (the median is ~20 px at 128²); 3–8 objects per image, drawn in order so later objects occlude
   earlier ones and rings show what lies beneath their hole; objects may leave the frame.
-* Backgrounds: low-saturation colour with smooth low-frequency texture; Gaussian pixel noise on top.
+* Backgrounds: low-saturation colour with smooth low-frequency texture and 0–3 distractor shapes
+  (saturation ≤ 0.2); Gaussian pixel noise on top.
 
 Default size 128×128: at output stride 16 a 6 px object still covers a feature cell of the
 stride-4 branch, and a CPU epoch stays cheap; 160×160 would show small objects with ~1.5× more
@@ -59,8 +61,8 @@ SPLIT_STREAMS = {"train": 0, "val": 1, "test": 2, "calib": 3}
 DEFAULT_NUM_IMAGES = {"train": 2000, "val": 200, "test": 200, "calib": 64}
 
 _MIN_DIAMETER = 6.0
-_HUE_JITTER = 25 / 360
-_NOISE_STD = 0.04
+_HUE_JITTER = 30 / 360
+_NOISE_STD = 0.05
 
 
 def _disc(u: np.ndarray, v: np.ndarray, r: float, rng: np.random.Generator) -> np.ndarray:
@@ -141,8 +143,10 @@ def render_sample(
     image = _background(rng, h, w)
     mask = np.zeros((h, w), dtype=np.uint8)
     max_diameter = max(_MIN_DIAMETER, min(h, w) / 2)
-    for _ in range(int(rng.integers(3, 9))):
-        cls = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
+    num_distractors, num_objects = int(rng.integers(0, 4)), int(rng.integers(3, 9))
+    for k in range(num_distractors + num_objects):
+        distractor = k < num_distractors
+        shape = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
         r = math.exp(rng.uniform(math.log(_MIN_DIAMETER), math.log(max_diameter))) / 2
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         angle = rng.uniform(0, 2 * math.pi)
@@ -155,14 +159,17 @@ def render_sample(
         dx, dy = xx - cx, yy - cy
         u = dx * math.cos(angle) + dy * math.sin(angle)
         v = -dx * math.sin(angle) + dy * math.cos(angle)
-        inside = _SHAPES[cls - 1](u, v, r, rng)
-        hue = ((cls - 1) / 6 + rng.uniform(-_HUE_JITTER, _HUE_JITTER)) % 1.0
-        color = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.45, 1.0)))
+        inside = _SHAPES[shape - 1](u, v, r, rng)
+        if distractor:
+            color = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 0.2), rng.uniform(0.3, 0.9)))
+        else:
+            hue = ((shape - 1) / 6 + rng.uniform(-_HUE_JITTER, _HUE_JITTER)) % 1.0
+            color = np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.45, 1.0)))
         gu, gv = rng.uniform(-0.15, 0.15, size=2)
         shading = 1.0 + (gu * u + gv * v) / r  # a lighting gradient across the object
         patch = image[y0:y1, x0:x1]
         patch[inside] = color[None, :] * shading[inside][:, None]
-        mask[y0:y1, x0:x1][inside] = cls
+        mask[y0:y1, x0:x1][inside] = 0 if distractor else shape
     image = image + rng.normal(0.0, _NOISE_STD, size=image.shape)
     return np.round(np.clip(image, 0.0, 1.0) * 255).astype(np.uint8), mask
 
