@@ -14,14 +14,16 @@ small DBMSNet in minutes on a CPU while still exercising what the papers care ab
 * Backgrounds: low-saturation colour with smooth low-frequency texture and 0–3 distractor shapes
   (saturation ≤ 0.2); Gaussian pixel noise on top.
 
-Default size 128×128: at output stride 16 a 6 px object still covers a feature cell of the
-stride-4 branch, and a CPU epoch stays cheap; 160×160 would show small objects with ~1.5× more
-pixels at ~1.6× the compute, which the demo's 30-minute CPU budget cannot afford.
+Default size 128×128 (the trade-off): a 6 px object still spans one or two cells of DBMSNet's
+stride-4 branch, and a CPU training step stays cheap. 160×160 would give small objects ~1.5× more
+pixels but cost ~1.6× the compute per image, i.e. fewer iterations in the demo's 30-minute CPU
+training budget. Pass ``size=`` to change it.
 
 Every sample is a pure function of ``(seed, split, index, size)``: images are generated on the fly
-(~1 ms each), nothing is cached, and the ``root`` of a ``synthetic:`` spec is not used. Splits draw
-from disjoint seed streams. :func:`write_synthetic` writes a set to disk in the ``folder`` layout
-(e.g. the demo calibration set), byte-identical to what the dataset yields in memory.
+(a few ms each at 128², far below a training step), nothing is cached, and the ``root`` of a
+``synthetic:`` spec is not used. Splits draw from disjoint seed streams. :func:`write_synthetic`
+writes a set to disk in the ``folder`` layout (e.g. the demo calibration set), byte-identical to
+what the dataset yields in memory.
 """
 
 from __future__ import annotations
@@ -114,10 +116,8 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     base = np.array(colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 0.25), rng.uniform(0.25, 0.85)))
     cells = int(rng.integers(3, 9))
     # Smooth texture: a coarse random grid upsampled bilinearly; mostly luminance, a little colour.
-    coarse = rng.normal(0.0, 1.0, size=(1, 4, cells, cells)).astype(np.float32)
-    smooth = F.interpolate(torch.from_numpy(coarse), size=(h, w), mode="bilinear", align_corners=False)[
-        0
-    ].numpy()
+    coarse = torch.from_numpy(rng.normal(0.0, 1.0, size=(1, 4, cells, cells)).astype(np.float32))
+    smooth = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False)[0].numpy()
     texture = 0.12 * smooth[0][..., None] + 0.04 * np.moveaxis(smooth[1:], 0, -1)
     return base[None, None, :] + texture
 
@@ -150,7 +150,7 @@ def render_sample(
         r = math.exp(rng.uniform(math.log(_MIN_DIAMETER), math.log(max_diameter))) / 2
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         angle = rng.uniform(0, 2 * math.pi)
-        # Only the object's bounding square is evaluated: it keeps rendering ~1 ms per image.
+        # Only the object's bounding square is evaluated: it keeps rendering to a few ms per image.
         y0, y1 = max(0, int(cy - r) - 1), min(h, int(cy + r) + 2)
         x0, x1 = max(0, int(cx - r) - 1), min(w, int(cx + r) + 2)
         if y0 >= y1 or x0 >= x1:
