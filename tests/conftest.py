@@ -78,6 +78,16 @@ def rt_build(rt_model: nn.Module, rt_card: ModelCard, tmp_path_factory: pytest.T
         verbose=False,
     )
     fp16 = float16.convert_float_to_float16(onnx.load(root / "model.onnx"), keep_io_types=True)
+    # keep_io_types leaves this graph's output typed FP16; the build contract says float32 logits.
+    (out,) = fp16.graph.output
+    if out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16:
+        for node in fp16.graph.node:
+            node.output[:] = ["logits_fp16" if o == "logits" else o for o in node.output]
+        fp16.graph.node.append(
+            onnx.helper.make_node("Cast", ["logits_fp16"], ["logits"], to=onnx.TensorProto.FLOAT)
+        )
+        out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    onnx.checker.check_model(fp16)
     onnx.save(fp16, root / "model.fp16.onnx")
     write_json(root / "build.json", {"stages": ["export"], "options": {"precision": "fp32"}})
     return root

@@ -156,7 +156,10 @@ def _open_trt(engine: Path, card: ModelCard, precision: str, skipped: dict[str, 
     # Activation loads the engine and checks its metadata against this GPU and TensorRT version;
     # doing it here lets "auto" fall back when the engine was built for another target.
     runner.activate()
-    return OpenedBackend(runner, card, "tensorrt", precision, "cuda", engine, skipped)
+    # With a CUDA torch, frames are preprocessed on the GPU and handed to TensorRT in place;
+    # without one, the runner uploads host arrays itself.
+    device = "cuda" if cuda_available() else "cpu"
+    return OpenedBackend(runner, card, "tensorrt", precision, device, engine, skipped)
 
 
 def _open_ort(graph: Path, card: ModelCard, precision: str, skipped: dict[str, str]) -> OpenedBackend:

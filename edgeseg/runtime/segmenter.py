@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgeseg.checkpoint import ModelCard
@@ -215,7 +216,12 @@ class Segmenter:
                     f"{self.runner.name}: expected output 'logits' or 'labels', got {sorted(out)}"
                 )
             value = next(iter(out.values()))
-        return torch.as_tensor(value, device=self.device)
+        tensor = torch.as_tensor(value, device=self.device)
+        if not isinstance(value, (np.ndarray, torch.Tensor)):
+            # A device view into the runner's own output buffer (TensorRT) is overwritten by the next
+            # inference, which a pipeline starts before this result is postprocessed: keep a copy.
+            tensor = tensor.clone()
+        return tensor
 
     def postprocess(
         self,
