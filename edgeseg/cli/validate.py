@@ -1,0 +1,79 @@
+"""`edgeseg validate`: compare every artifact of a build with its PyTorch reference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from edgeseg.cli._common import console
+from edgeseg.errors import EdgesegError
+
+__all__ = ["register"]
+
+_HELP = """Validate a build: its ONNX graphs and engines vs the PyTorch model.
+
+Runs the FP32 PyTorch reference and every deployed artifact of
+engines/<name>/ on the same images (preprocessed with the model card) and
+reports, per artifact: pixel agreement of the argmax maps with the
+reference (the pass/fail gate), max/mean absolute logit difference, and
+mIoU / per-class IoU deltas (against the labels when --data has them, else
+against the reference's own predictions).
+
+Writes report.json and validation.png (input | reference | each artifact |
+where each disagrees) into the build directory. Exits with status 2 when
+an artifact fails its tolerance.
+
+\b
+Examples:
+  edgeseg validate -b engines/demo --data synthetic::val -n 64
+  edgeseg validate -b engines/city --data cityscapes:/data/city:val \\
+      --tol-int8 98.5
+  edgeseg validate -b engines/demo --images photos/ --json > report.json
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate", help=_HELP)
+    def validate(
+        build: Path = typer.Option(..., "--build", "-b", help="Build directory (engines/<name>/)."),
+        data: str | None = typer.Option(
+            None, "--data", "-d", help="Labelled images: KIND:ROOT[:split]. Default: the card's dataset."),
+        images: Path | None = typer.Option(None, "--images", help="A folder of unlabelled images instead."),
+        num_images: int = typer.Option(64, "--num-images", "-n", help="Number of images (the first N)."),
+        checkpoint: Path | None = typer.Option(
+            None, "--checkpoint", help="PyTorch bundle (.pt). Default: the one build.json records."),
+        tol_fp32: float | None = typer.Option(
+            None, "--tol-fp32", help="Min pixel agreement % for fp32 artifacts (default 99.99)."),
+        tol_fp16: float | None = typer.Option(
+            None, "--tol-fp16", help="Min pixel agreement % for fp16 artifacts (default 99.9)."),
+        tol_int8: float | None = typer.Option(
+            None, "--tol-int8", help="Min pixel agreement % for int8 artifacts (default 99.0)."),
+        max_miou_drop: float | None = typer.Option(
+            None, "--max-miou-drop", help="Also fail if mIoU drops by more points (default: not gated)."),
+        plugin_lib: list[Path] = typer.Option(
+            [], "--plugin-lib", help="TensorRT plugin library for engines (repeatable)."),
+        grid_images: int = typer.Option(4, "--grid-images", help="Images in validation.png (0: none)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+    ) -> None:
+        from edgeseg.validate import Tolerances, report_failures, report_table
+        from edgeseg.validate import validate as run_validation
+
+        tolerances = Tolerances().with_overrides(fp32=tol_fp32, fp16=tol_fp16, int8=tol_int8,
+                                                 max_miou_drop=max_miou_drop)
+        report = run_validation(build, checkpoint=checkpoint, data=data, images=images,
+                                num_images=num_images, tolerances=tolerances, grid_images=grid_images,
+                                plugin_libs=plugin_lib, progress=not as_json)
+        if as_json:
+            print(json.dumps(report, indent=2))
+        else:
+            console.print(report_table(report))
+            for skipped in report["skipped"]:
+                name = Path(skipped["artifact"]).name
+                console.print(f"[yellow]not run[/yellow] {name}: {skipped['reason']}")
+            console.print(f"report: {build / 'report.json'}"
+                          + (f", picture: {build / report['grid']}" if "grid" in report else ""))
+        failures = report_failures(report)
+        if failures:
+            raise EdgesegError("validation failed: " + " | ".join(failures))

@@ -1,0 +1,495 @@
+"""Validate every deployed artifact of a build against the PyTorch reference.
+
+The reference is the FP32 PyTorch model from the build's bundle. The candidates are every ONNX
+graph in the build directory (raw, simplified, FP16, INT8 Q/DQ) run with ONNX Runtime, and every
+TensorRT engine where TensorRT is importable. All run on the same images, preprocessed with the
+model card's own statistics and input size. Per candidate this measures:
+
+* always, against the reference: pixel agreement of the argmax maps (the gate), max / mean
+  absolute logit difference, and mIoU / per-class IoU deltas;
+* with labels (a dataset spec), mIoU and PA against the ground truth. Without labels the
+  reference's own predictions stand in for the ground truth (``ground_truth: "reference"`` in the
+  report): the reference then scores 100 and a candidate's mIoU is its agreement mIoU.
+
+Why not Polygraphy's ``Comparator``: it keeps every output of every runner for every iteration in
+memory and compares tensors element-wise; segmentation wants a streaming loop that folds each
+image into confusion matrices (:class:`edgeseg.metrics.Agreement`) and keeps only a few maps for
+the picture. That loop is a dozen lines over the runner interface, so it is written here.
+
+Q/DQ and FP16 graphs run with ONNX Runtime's graph optimizations *disabled*: its CPU fusions would
+otherwise rewrite them into kernels TensorRT never executes. The gate is pixel agreement with
+per-precision defaults (fp32 99.99 %, fp16 99.9 %, int8 99.0 %); mIoU differences below about 0.4
+points on 64 images are noise, so the mIoU delta is reported but gated only on request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import functools
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgeseg.checkpoint import ModelCard
+from edgeseg.errors import EdgesegError, MissingDependencyError
+from edgeseg.runners.base import BaseRunner
+from edgeseg.trt import EngineMismatchError
+
+__all__ = [
+    "REPORT_FORMAT",
+    "REPORT_NAME",
+    "GRID_NAME",
+    "Tolerances",
+    "Candidate",
+    "find_candidates",
+    "validate",
+    "report_failures",
+    "report_table",
+]
+
+REPORT_FORMAT = "edgeseg.validation/1"
+REPORT_NAME = "report.json"
+GRID_NAME = "validation.png"
+_PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Pass/fail thresholds of a validation.
+
+    Args:
+        pixel_agreement: minimum pixel agreement (percent) with the reference, per precision.
+            Defaults to fp32 99.99, fp16 99.9, int8 99.0.
+        max_miou_drop: fail a candidate whose mIoU is more than this many points below the
+            reference's. Defaults to None (reported, not gated: on a few dozen images a few tenths
+            of a point is noise).
+    """
+
+    pixel_agreement: dict[str, float] = field(
+        default_factory=lambda: {"fp32": 99.99, "fp16": 99.9, "int8": 99.0})
+    max_miou_drop: float | None = None
+
+    def with_overrides(self, *, fp32: float | None = None, fp16: float | None = None,
+                       int8: float | None = None, max_miou_drop: float | None = None) -> Tolerances:
+        """A copy with the given thresholds replaced (``None`` keeps the current value)."""
+        agreement = dict(self.pixel_agreement)
+        for precision, value in (("fp32", fp32), ("fp16", fp16), ("int8", int8)):
+            if value is not None:
+                if not 0.0 <= value <= 100.0:
+                    raise EdgesegError(f"--tol-{precision} must be a percentage in [0, 100], got {value}")
+                agreement[precision] = value
+        drop = self.max_miou_drop if max_miou_drop is None else max_miou_drop
+        return Tolerances(agreement, drop)
+
+
+@dataclass
+class Candidate:
+    """One deployed artifact to compare with the reference.
+
+    Attributes:
+        backend: ``"onnxrt"`` or ``"tensorrt"``.
+        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        artifact: the file it runs.
+        make_runner: builds the (inactive) runner.
+        graph_optimization: ONNX Runtime's optimization level for this graph (None for engines).
+    """
+
+    backend: str
+    precision: str
+    artifact: Path
+    make_runner: Callable[[], BaseRunner]
+    graph_optimization: str | None = None
+
+
+def _precision_of(onnx_name: str) -> str:
+    return next((p for p in ("int8", "fp16") if f".{p}." in onnx_name), "fp32")
+
+
+def find_candidates(build_dir: Path, engines: dict[str, Path], onnx: dict[str, Path],
+                    plugin_libs: Sequence[str | os.PathLike[str]] = ()) -> tuple[list[Candidate], list[dict]]:
+    """Candidates of a build directory, and the artifacts that cannot be run here (with why).
+
+    Args:
+        build_dir: the build directory (for messages).
+        engines: precision → engine file present.
+        onnx: file name → ONNX file present.
+        plugin_libs: TensorRT plugin libraries for the engines.
+
+    Returns:
+        ``(candidates, skipped)``; each skipped entry has ``backend``, ``precision``, ``artifact``,
+        ``reason``.
+    """
+    from edgeseg.runners.onnxrt import OnnxrtRunner
+    from edgeseg.runners.trt import TrtRunner
+    from edgeseg.trt import tensorrt_available
+
+    candidates: list[Candidate] = []
+    # Most accurate first, so the table and the picture read from fp32 down to int8.
+    for name, path in sorted(onnx.items(), key=lambda kv: (_PRECISION_ORDER[_precision_of(kv[0])], kv[0])):
+        precision = _precision_of(name)
+        # Q/DQ and FP16 graphs must run as written (see the module docstring).
+        level = "all" if precision == "fp32" else "disabled"
+        candidates.append(Candidate(
+            "onnxrt", precision, path,
+            functools.partial(OnnxrtRunner, path, graph_optimization=level),
+            graph_optimization=level))
+    skipped: list[dict] = []
+    ok, reason = tensorrt_available()
+    for precision, path in sorted(engines.items(), key=lambda kv: _PRECISION_ORDER[kv[0]]):
+        if not ok:
+            skipped.append({"backend": "tensorrt", "precision": precision, "artifact": str(path),
+                            "reason": reason})
+            continue
+        candidates.append(Candidate(
+            "tensorrt", precision, path,
+            functools.partial(TrtRunner, path, plugin_libs=plugin_libs)))
+    if not candidates:
+        raise EdgesegError(f"{build_dir}: nothing to validate (no model*.onnx and no runnable engine)")
+    return candidates, skipped
+
+
+# --- inputs ---------------------------------------------------------------------------------
+@dataclass
+class _Inputs:
+    samples: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
+    total: int
+    source: str
+    labelled: bool
+
+
+def _inputs(card: ModelCard, data: str | None, images: str | os.PathLike[str] | None,
+            num_images: int) -> _Inputs:
+    """Images (normalised, resized to the card's input size) and their masks when labelled."""
+    from edgeseg.data import load_dataset, parse_spec
+    from edgeseg.data.transforms import EvalTransform
+
+    if num_images < 1:
+        raise EdgesegError(f"--num-images must be at least 1, got {num_images}")
+    transform = EvalTransform(card.input_size, mean=card.mean, std=card.std)
+    if images is not None:
+        if data is not None:
+            raise EdgesegError("give either a dataset spec (--data) or a folder of images (--images), "
+                               "not both")
+        from edgeseg.data._base import read_image
+
+        folder = Path(images)
+        if not folder.is_dir():
+            raise EdgesegError(f"{folder}: image folder not found")
+        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)[:num_images]
+        if not files:
+            raise EdgesegError(f"{folder}: no images ({', '.join(_IMAGE_SUFFIXES)})")
+
+        def from_folder() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+            for f in files:
+                rgb = torch.from_numpy(read_image(f)).permute(2, 0, 1).float().div_(255)
+                x, _ = transform(rgb, torch.zeros(rgb.shape[1:], dtype=torch.int64))
+                yield x, None
+
+        return _Inputs(from_folder(), len(files), str(folder), labelled=False)
+
+    spec = data or card.dataset
+    if not spec:
+        raise EdgesegError("no validation images: give --data KIND:ROOT[:split] or --images DIR "
+                           "(the model card names no dataset)")
+    kind, root, split = parse_spec(spec)
+    dataset = load_dataset(kind, root, split, transform=transform)
+    if dataset.num_classes != card.num_classes:
+        raise EdgesegError(f"dataset {spec} has {dataset.num_classes} classes but the model has "
+                           f"{card.num_classes}")
+    total = min(num_images, len(dataset))
+
+    def from_dataset() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        for i in range(total):
+            x, mask = dataset[i]
+            yield x, mask
+
+    return _Inputs(from_dataset(), total, spec, labelled=True)
+
+
+# --- running --------------------------------------------------------------------------------
+def _run(runner: BaseRunner, x: np.ndarray) -> np.ndarray:
+    """One image through a runner; pads to a static batch if the artifact has one."""
+    (meta,) = runner.get_input_metadata()
+    batch = meta.shape[0]
+    feed = x
+    if isinstance(batch, int) and batch > 1:
+        feed = np.concatenate([x, np.zeros((batch - 1, *x.shape[1:]), x.dtype)])
+    out = runner.infer({meta.name: feed})
+    value = out.get("logits", out.get("labels"))
+    if value is None:
+        if len(out) != 1:
+            raise EdgesegError(f"{runner.name}: expected output 'logits' or 'labels', got {sorted(out)}")
+        value = next(iter(out.values()))
+    return np.asarray(value)[:1]
+
+
+def _labels(out: np.ndarray) -> np.ndarray:
+    return out.argmax(1)[0] if out.ndim == 4 else out[0]
+
+
+def _round(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None or math.isnan(x) else round(float(x), digits)
+
+
+def _significant(x: float) -> float | None:
+    # Logit errors span 1e-7 (fp32) to 1e+0 (a broken graph): keep 4 significant digits, not decimals.
+    return None if math.isnan(x) else float(f"{x:.4g}")
+
+
+def _per_class(names: list[str], values: Sequence[float]) -> dict[str, float | None]:
+    return {n: _round(v) for n, v in zip(names, values, strict=True)}
+
+
+def validate(
+    build_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    data: str | None = None,
+    images: str | os.PathLike[str] | None = None,
+    num_images: int = 64,
+    tolerances: Tolerances | None = None,
+    engine: dict[str, Any] | None = None,
+    grid_images: int = 4,
+    plugin_libs: Sequence[str | os.PathLike[str]] = (),
+    write: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Compare every artifact of a build with the PyTorch reference; write ``report.json`` and a PNG.
+
+    Args:
+        build_dir: ``engines/<name>/`` (needs ``card.json`` and at least one ONNX graph or engine).
+        checkpoint: the PyTorch bundle (``.pt``). Defaults to the one ``build.json`` records.
+        data: dataset spec ``KIND:ROOT[:split]`` (labelled). Defaults to the card's dataset when
+            ``images`` is not given either.
+        images: a folder of unlabelled images, instead of ``data``.
+        num_images: how many images (the first N). Defaults to 64.
+        tolerances: pass/fail thresholds. Defaults to :class:`Tolerances`' defaults.
+        engine: the ``engine: {status, reason}`` entry the build passes in. Defaults to the entry of
+            an existing ``report.json``, else a description of the engines present.
+        grid_images: how many images the PNG grid shows (0: no picture). Defaults to 4.
+        plugin_libs: TensorRT plugin libraries for engines.
+        write: write ``report.json`` and the PNG into ``build_dir``. Defaults to True.
+        progress: show a progress bar on stderr. Defaults to True.
+
+    Returns:
+        The report (the content of ``report.json``); ``report["passed"]`` is the verdict.
+
+    Raises:
+        EdgesegError: bad build directory, missing reference, unreadable data.
+    """
+    from edgeseg._io import read_json, write_json
+    from edgeseg.checkpoint import load_model
+    from edgeseg.metrics import Agreement, ConfusionMatrix
+    from edgeseg.runners.torch import TorchRunner
+    from edgeseg.runtime.artifacts import BuildArtifacts
+
+    root = Path(build_dir)
+    artifacts = BuildArtifacts.from_dir(root)
+    card = artifacts.card
+    tolerances = tolerances or Tolerances()
+    ckpt = Path(checkpoint) if checkpoint is not None else artifacts.checkpoint()
+    if ckpt is None:
+        raise EdgesegError(f"{root}: no PyTorch reference; build.json records no existing .pt bundle "
+                           "(pass --checkpoint)")
+    model, ref_card = load_model(ckpt)
+    if (ref_card.num_classes, tuple(ref_card.input_size)) != (card.num_classes, tuple(card.input_size)):
+        raise EdgesegError(f"{ckpt} ({ref_card.num_classes} classes, input {ref_card.input_size}) is not the "
+                           f"model of {root} ({card.num_classes} classes, input {card.input_size})")
+    candidates, skipped = find_candidates(root, artifacts.engines, artifacts.onnx, plugin_libs)
+    inputs = _inputs(card, data, images, num_images)
+    names = card.class_names or [str(i) for i in range(card.num_classes)]
+
+    reference = TorchRunner(model, name=f"torch:{ckpt.name}")
+    reference_cm = ConfusionMatrix(card.num_classes, card.ignore_index)
+    agreements = [Agreement(card.num_classes, card.ignore_index) for _ in candidates]
+    errors: list[str | None] = [None] * len(candidates)
+    times: list[list[float]] = [[] for _ in candidates]
+    grid_rows: list[Any] = []
+    active: list[BaseRunner | None] = []
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(reference)
+        for i, cand in enumerate(candidates):
+            try:
+                active.append(stack.enter_context(cand.make_runner()))
+            except EdgesegError as e:
+                active.append(None)
+                # An engine built for another GPU, or no TensorRT here, says nothing about the
+                # artifact's accuracy: report it as not run rather than failed.
+                if isinstance(e, (MissingDependencyError, EngineMismatchError)):
+                    skipped.append({"backend": cand.backend, "precision": cand.precision,
+                                    "artifact": str(cand.artifact), "reason": str(e)})
+                else:
+                    errors[i] = str(e)
+        for x, mask in _progress(inputs, progress):
+            batch = x[None].numpy()
+            ref_out = _run(reference, batch)
+            target = mask[None] if mask is not None else _ref_target(ref_out)
+            reference_cm.update(_labels(ref_out)[None], target)
+            outs: list[np.ndarray | None] = []
+            for i, runner in enumerate(active):
+                if runner is None or errors[i] is not None:
+                    outs.append(None)
+                    continue
+                try:
+                    out = _run(runner, batch)
+                    agreements[i].update(ref_out, out, target)
+                except EdgesegError as e:
+                    errors[i], out = str(e), None
+                times[i].append(runner.last_inference_time() or 0.0)
+                outs.append(out)
+            if len(grid_rows) < grid_images:
+                grid_rows.append((x, _labels(ref_out), [None if o is None else _labels(o) for o in outs]))
+
+    ran = [i for i, runner in enumerate(active) if runner is not None or errors[i] is not None]
+    results = [_candidate_result(candidates[i], agreements[i], errors[i], times[i], tolerances, names)
+               for i in ran]
+    ref = reference_cm.compute()
+    passed = bool(results) and all(r["passed"] for r in results)
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "build": str(root),
+        "reference": {"backend": "torch", "precision": "fp32", "artifact": str(ckpt),
+                      "miou": _round(ref.miou), "pa": _round(ref.pa),
+                      "per_class_iou": _per_class(names, ref.iou)},
+        "data": {"source": inputs.source, "ground_truth": "labels" if inputs.labelled else "reference"},
+        "num_images": inputs.total,
+        "tolerances": asdict(tolerances),
+        "candidates": results,
+        "skipped": skipped,
+        "passed": passed,
+        "engine": engine or _engine_status(root, artifacts.engines, skipped, read_json),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if write:
+        if grid_rows:
+            report["grid"] = GRID_NAME
+            _write_grid(root / GRID_NAME, grid_rows, results, ran, card)
+        write_json(root / REPORT_NAME, report)
+    return report
+
+
+def _ref_target(ref_out: np.ndarray) -> torch.Tensor:
+    """Without labels the reference's own prediction is the ground truth."""
+    return torch.from_numpy(np.ascontiguousarray(ref_out.argmax(1) if ref_out.ndim == 4 else ref_out))
+
+
+def _progress(inputs: _Inputs, enabled: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    if not enabled:
+        yield from inputs.samples
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (TextColumn("validating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("images", total=inputs.total)
+        for sample in inputs.samples:
+            yield sample
+            bar.advance(task)
+
+
+def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times: list[float],
+                      tol: Tolerances, names: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "backend": cand.backend,
+        "precision": cand.precision,
+        "artifact": str(cand.artifact),
+        "graph_optimization": cand.graph_optimization,
+    }
+    if error is not None:
+        return {**result, "error": error, "passed": False, "failures": [error]}
+    m = agreement.compute()
+    failures = []
+    threshold = tol.pixel_agreement[cand.precision]
+    if not m.pixel_agreement >= threshold:
+        failures.append(f"pixel agreement {m.pixel_agreement:.3f}% < {threshold}% "
+                        f"({cand.precision} tolerance)")
+    if tol.max_miou_drop is not None and m.miou_delta < -tol.max_miou_drop:
+        failures.append(f"mIoU {m.miou_delta:+.2f} points vs the reference (allowed -{tol.max_miou_drop})")
+    result.update({
+        "miou": _round(m.other.miou),
+        "pa": _round(m.other.pa),
+        "miou_delta": _round(m.miou_delta),
+        "pixel_agreement": _round(m.pixel_agreement),
+        "agreement_miou": _round(m.agreement_miou),
+        "max_abs_logit_diff": _significant(m.max_abs_error),
+        "mean_abs_logit_diff": _significant(m.mean_abs_error),
+        "per_class_iou_delta": _per_class(names, m.iou_delta),
+        "ms_per_image": _round(1000 * float(np.mean(times)), 2) if times else None,
+        "passed": not failures,
+        "failures": failures,
+    })
+    return result
+
+
+def _engine_status(root: Path, engines: dict[str, Path], skipped: list[dict],
+                   read_json: Callable[[Path], Any]) -> dict[str, Any]:
+    existing = root / REPORT_NAME
+    if existing.is_file():
+        with contextlib.suppress(EdgesegError):
+            previous = read_json(existing)
+            if isinstance(previous, dict) and isinstance(previous.get("engine"), dict):
+                return previous["engine"]
+    if not engines:
+        return {"status": "not_built", "reason": f"no model.<precision>.engine in {root}"}
+    reasons = [s["reason"] for s in skipped if s["backend"] == "tensorrt"]
+    if reasons:
+        return {"status": "not_validated", "reason": reasons[0]}
+    return {"status": "built", "reason": ""}
+
+
+def _write_grid(path: Path, rows: list[Any], results: list[dict], ran: list[int], card: ModelCard) -> None:
+    from edgeseg.data._base import bit_palette
+    from edgeseg.visualize import GridRow, save_comparison_grid, to_display_image
+
+    palette = card.palette or bit_palette(card.num_classes)
+    grid = []
+    for x, ref_labels, cand_labels in rows:
+        # A candidate that failed to run has no map; show the reference so its diff column is empty.
+        maps = [cand_labels[i] if cand_labels[i] is not None else ref_labels for i in ran]
+        grid.append(GridRow(to_display_image(x, card.mean, card.std), ref_labels, maps))
+    save_comparison_grid(path, grid, [Path(r["artifact"]).name for r in results], palette)
+
+
+# --- presentation ---------------------------------------------------------------------------
+def report_failures(report: dict[str, Any]) -> list[str]:
+    """One line per failed candidate: ``"model.int8.onnx: pixel agreement 97.1% < 99.0% ..."``."""
+    return [f"{Path(c['artifact']).name} ({c['backend']}): " + "; ".join(c["failures"])
+            for c in report["candidates"] if not c["passed"]]
+
+
+def report_table(report: dict[str, Any]) -> Any:
+    """A rich table summarising a report (one row per candidate, the reference first)."""
+    from rich.table import Table
+
+    def fmt(value: Any, spec: str = ".2f") -> str:
+        return "—" if value is None else format(value, spec)
+
+    gt = report["data"]["ground_truth"]
+    table = Table(title=f"validation on {report['num_images']} images ({report['data']['source']}; "
+                        f"ground truth: {gt})")
+    text_columns = ("artifact", "backend", "precision", "result")
+    for col in ("artifact", "backend", "precision", "mIoU", "ΔmIoU", "pixel agr. %", "max |Δlogit|",
+                "mean |Δlogit|", "ms/img", "result"):
+        table.add_column(col, justify="left" if col in text_columns else "right")
+    ref = report["reference"]
+    table.add_row(Path(ref["artifact"]).name, "torch", "fp32", fmt(ref["miou"]), *[""] * 5, "reference")
+    for c in report["candidates"]:
+        verdict = "[green]pass[/green]" if c["passed"] else "[red]FAIL[/red]"
+        table.add_row(Path(c["artifact"]).name, c["backend"], c["precision"], fmt(c.get("miou")),
+                      fmt(c.get("miou_delta"), "+.2f"), fmt(c.get("pixel_agreement"), ".3f"),
+                      fmt(c.get("max_abs_logit_diff"), ".2e"), fmt(c.get("mean_abs_logit_diff"), ".2e"),
+                      fmt(c.get("ms_per_image"), ".1f"), verdict)
+    for s in report["skipped"]:
+        table.add_row(Path(s["artifact"]).name, s["backend"], s["precision"], "", "", "", "", "", "",
+                      "[yellow]skipped[/yellow]")
+    return table
