@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgeseg._io import read_json, write_json
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.runners.base import BaseRunner
@@ -285,7 +286,6 @@ def validate(
     Raises:
         EdgesegError: bad build directory, missing reference, unreadable data.
     """
-    from edgeseg._io import read_json, write_json
     from edgeseg.checkpoint import load_model
     from edgeseg.metrics import Agreement, ConfusionMatrix
     from edgeseg.runners.torch import TorchRunner
@@ -366,7 +366,7 @@ def validate(
         "candidates": results,
         "skipped": skipped,
         "passed": passed,
-        "engine": engine or _engine_status(root, artifacts.engines, skipped, read_json),
+        "engine": engine or _engine_status(root, artifacts.engines, skipped),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if write:
@@ -431,8 +431,8 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
     return result
 
 
-def _engine_status(root: Path, engines: dict[str, Path], skipped: list[dict],
-                   read_json: Callable[[Path], Any]) -> dict[str, Any]:
+def _engine_status(root: Path, engines: dict[str, Path], skipped: list[dict]) -> dict[str, Any]:
+    """The build's own ``engine`` entry when a report has one, else what the directory shows."""
     existing = root / REPORT_NAME
     if existing.is_file():
         with contextlib.suppress(EdgesegError):
