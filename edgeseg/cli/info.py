@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,23 +83,16 @@ def _model_info(
 
 
 def _onnx_info(path: Path) -> dict[str, Any]:
-    import onnx
+    from edgeseg.export.onnx_export import load_onnx, op_histogram
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:  # onnx raises DecodeError / ValueError / OSError variants
-        raise EdgesegError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    model = load_onnx(path)
 
     def shape(value: Any) -> list[int | str]:
         dims = value.type.tensor_type.shape.dim
         return [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in dims]
 
     initializers = {i.name for i in model.graph.initializer}
-    params = sum(int(_numel(i.dims)) for i in model.graph.initializer)
-    # Custom-domain ops (the fused DDC plugin, ...) keep their domain visible.
-    ops = Counter(
-        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}" for n in model.graph.node
-    )
+    params = sum(math.prod(i.dims) for i in model.graph.initializer)
     return {
         "model": str(path),
         "source": "onnx",
@@ -110,15 +103,8 @@ def _onnx_info(path: Path) -> dict[str, Any]:
         "params_m": round(params / 1e6, 3),
         "gmacs": None,
         "nodes": len(model.graph.node),
-        "ops": dict(ops.most_common()),
+        "ops": op_histogram(model),
     }
-
-
-def _numel(dims: Any) -> int:
-    n = 1
-    for d in dims:
-        n *= int(d)
-    return n
 
 
 def _print_model(info: dict[str, Any]) -> None:
@@ -194,10 +180,7 @@ def register(app: typer.Typer) -> None:
             raise EdgesegError("give a model: --model PRESET|bundle.pt|model.onnx (see --list)")
         size = parse_hw(input_size, "--input") if input_size else None
         if model.endswith(".onnx"):
-            path = Path(model)
-            if not path.is_file():
-                raise EdgesegError(f"{model}: file not found")
-            result = _onnx_info(path)
+            result = _onnx_info(Path(model))
             if as_json:
                 typer.echo(json.dumps(result))
             else:

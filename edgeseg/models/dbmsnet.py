@@ -148,7 +148,10 @@ class MixedDilationModule(nn.Module):
         for block in self.blocks.values():
             y = block(y)
             outputs.append(y)
-        out = torch.stack(outputs).sum(0) if len(outputs) > 1 else outputs[0]
+        # Chained adds (not stack + sum): no copy, and TensorRT fuses element-wise adds.
+        out = outputs[0]
+        for o in outputs[1:]:
+            out = out + o
         if self.pool is not None:
             pooled = self.pool(x.mean((2, 3), keepdim=True))
             out = torch.cat([out, pooled.expand(-1, -1, out.shape[2], out.shape[3])], 1)
