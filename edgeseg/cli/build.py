@@ -1,12 +1,136 @@
-"""`edgeseg build` (placeholder until its issue lands)."""
+"""`edgeseg build`: checkpoint → ONNX → FP16 / INT8 → validated → TensorRT engine.
+
+The command only parses options and draws progress; the stages live in :mod:`edgeseg.build`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.errors import EdgesegError
+from edgeseg.cli._common import console
+
+if TYPE_CHECKING:
+    from edgeseg.build import BuildResult
+
+__all__ = ["register"]
+
+_HELP = """Build a deployable model folder engines/<name>/ and, where TensorRT exists, its engine.
+
+\b
+Examples:
+  edgeseg build --precision int8            # the shipped demo model and calibration set
+  edgeseg build -m runs/city/model.pt --precision fp16 --val-data cityscapes:/data/cityscapes:val
+  edgeseg build -m runs/city/model.pt --calib-data cityscapes:/data/cityscapes:train --calib-size 64
+  edgeseg build --from-onnx engines/demo_dbmsnet/model.int8.onnx   # on the Jetson: engine only
+
+\b
+Stages (each recorded in build.json; a re-run skips what is still up to date):
+  card → export (model.onnx) → simplify (model.sim.onnx) → fp16 (model.fp16.onnx)
+  | calibrate (calib_cache/) + quantize (model.int8.onnx, accuracy guard)
+  → engine (model.<precision>.engine, TensorRT only) → validate (report.json)
+Without TensorRT the engine is skipped and the command to finish on the target is printed.
+"""
+
+
+class _RichReporter:
+    """Draws a build's progress with rich on stderr."""
+
+    show_progress = True
+
+    def stage(self, name: str, status: str, detail: str = "") -> None:
+        style = {"done": "green", "cached": "cyan", "skipped": "yellow"}.get(status, "white")
+        console.print(f"[{style}]{status:>7}[/{style}] {name:<10} {detail}")
+
+    def note(self, message: str) -> None:
+        console.print(f"[bold]note:[/bold] {message}", highlight=False)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Any]:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(description, total=total)
+
+            def advance(done: int, new_total: int) -> None:
+                bar.update(task, completed=done, total=new_total)
+
+            yield advance
+
+
+def _summary_table(result: BuildResult) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"edgeseg build → {result.folder} ({result.precision})")
+    for column in ("stage", "status", "time", "result"):
+        table.add_column(column)
+    for stage, status, seconds, detail in result.stages:
+        table.add_row(stage, status, f"{seconds:.1f}s" if seconds else "—", detail)
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("build")
-    def build() -> None:
-        """Not implemented yet."""
-        raise EdgesegError("'edgeseg build' is not implemented yet")
+    @app.command("build", help=_HELP)
+    def build(
+        precision: str = typer.Option(
+            None, "--precision", "-p", help="fp32, fp16 or int8. [default: int8, or what --from-onnx holds]"),
+        model: str = typer.Option(
+            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. [default: the demo model]"),
+        name: str = typer.Option(None, "--name", help="Build folder name. [default: model stem]"),
+        out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
+        input_size: str = typer.Option(None, "--input", help="Input HxW. [default: the model card's]"),
+        batch: int = typer.Option(1, "--batch", help="Static batch size."),
+        shapes: str = typer.Option(None, "--shapes",
+                                   help="Dynamic batch 'min,opt,max' (e.g. 1,4,8); TensorRT profile."),
+        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. [default: 18]"),
+        output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
+        calib_data: str = typer.Option(None, "--calib-data",
+                                       help="Calibration images: folder, KIND:ROOT[:split], or a manifest "
+                                            "(calibration/<name>.yaml). [default: demo set / card dataset]"),
+        calib_size: int = typer.Option(32, "--calib-size", help="Calibration images (seeded sample)."),
+        calib_method: str = typer.Option("max", "--calib-method", help="max, entropy or percentile."),
+        int8_high_precision: str = typer.Option(
+            "fp16", "--int8-high-precision", help="Non-quantized ops of the INT8 graph: fp16 or fp32."),
+        max_miou_drop: float = typer.Option(
+            1.0, "--max-miou-drop", help="Accuracy guard: largest INT8 mIoU drop (points) allowed."),
+        val_data: str = typer.Option(None, "--val-data", help="Labelled validation data KIND:ROOT[:split]."),
+        val_size: int = typer.Option(64, "--val-size", help="Validation images."),
+        min_agreement: float = typer.Option(None, "--min-agreement",
+                                            help="Validation gate: pixel agreement %% with FP32 for this "
+                                                 "precision. [default: fp32 99.99, fp16 99.9, int8 99.0]"),
+        from_onnx: Path = typer.Option(
+            None, "--from-onnx", help="Start from this precision ONNX: skip export and calibration."),
+        require_engine: bool = typer.Option(
+            False, "--require-engine", help="Fail when TensorRT is missing instead of skipping the engine."),
+        workspace: float = typer.Option(None, "--workspace", help="TensorRT workspace (GiB)."),
+        dla_core: int = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson)."),
+        timing_cache: Path = typer.Option(
+            None, "--timing-cache", help="TensorRT timing cache. [default: <build>/timing.cache]"),
+        plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as the TensorRT plugin."),
+        json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout at the end."),
+    ) -> None:
+        import json
+
+        from edgeseg.build import Build, BuildOptions
+        from edgeseg.cli.train import parse_hw
+        from edgeseg.export import DEFAULT_OPSET, parse_batch_profile
+
+        options = BuildOptions(
+            precision=precision, model=model, name=name, out_dir=out_dir,
+            input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
+            shapes=parse_batch_profile(shapes), opset=opset or DEFAULT_OPSET, output=output,
+            calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
+            int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, val_data=val_data,
+            val_size=val_size, min_agreement=min_agreement, from_onnx=from_onnx,
+            require_engine=require_engine, workspace=workspace, dla_core=dla_core,
+            timing_cache=timing_cache, plugin=plugin,
+        )
+        result = Build(options, _RichReporter()).run()
+        console.print(_summary_table(result))
+        if json_out:
+            print(json.dumps(result.report, indent=2, default=str))

@@ -169,6 +169,7 @@ def export_onnx(
     config: ExportConfig,
     *,
     metadata: dict[str, str] | None = None,
+    translation_table: dict[Any, Any] | None = None,
 ) -> ExportResult:
     """Export ``model`` (eval mode) to ONNX, check it, infer shapes and write it atomically.
 
@@ -178,6 +179,8 @@ def export_onnx(
         config: shapes, opset and output kind.
         metadata: string key/values stored in the graph's ``metadata_props`` (the build stores the
             model card there so a lone ONNX file still knows its preprocessing).
+        translation_table: the exporter's ``custom_translation_table`` for custom ops (the fused
+            DDC op: :func:`edgeseg.ops.onnx_plugin.custom_translation_table`). Defaults to none.
 
     Returns:
         An :class:`ExportResult`.
@@ -212,6 +215,7 @@ def export_onnx(
                 dynamic_shapes=dynamic_shapes,
                 optimize=True,
                 verbose=False,
+                custom_translation_table=translation_table,
             )
     except Exception as e:  # the exporter raises many types; all mean "this model cannot export"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -61,7 +63,9 @@ def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         test_shapes = {graph_input.name: shape}
     try:
         # check_n=1: onnxsim compares the simplified and original graphs on one random input.
-        simplified, ok = onnxsim.simplify(model, check_n=1, test_input_shapes=test_shapes, certify=False)
+        # onnxsim prints its check progress on stdout, which `--json` output must not contain.
+        with contextlib.redirect_stdout(io.StringIO()):
+            simplified, ok = onnxsim.simplify(model, check_n=1, test_input_shapes=test_shapes, certify=False)
     except Exception as e:  # onnxsim wraps C++ failures in RuntimeError / ValueError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgesegError(f"{src}: onnxsim failed ({first})") from e

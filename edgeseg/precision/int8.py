@@ -48,6 +48,7 @@ __all__ = [
     "write_calibration_cache",
     "read_calibration_cache",
     "quantized_nodes",
+    "share_concat_ranges",
     "HIGH_PRECISION_DTYPES",
     "INT8_MIN_OPSET",
 ]

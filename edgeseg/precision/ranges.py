@@ -16,14 +16,22 @@ serves every set of excluded layers (the accuracy guard re-quantizes without rec
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from edgeseg.errors import EdgesegError
 
-__all__ = ["CALIBRATION_METHODS", "RangeCollector", "collect_ranges", "activation_tensors", "entropy_amax"]
+__all__ = [
+    "CALIBRATION_METHODS",
+    "RangeCollector",
+    "activation_tensors",
+    "collect_ranges",
+    "entropy_amax",
+    "iter_activations",
+]
 
 CALIBRATION_METHODS = ("max", "entropy", "percentile")
 #: Percentile used by the ``percentile`` method.
@@ -154,8 +162,56 @@ def activation_tensors(model: Any) -> list[str]:
             if graph.elem_type.get(n) in float_types and not graph.is_constant(n)]
 
 
+def iter_activations(
+    onnx_path: str | os.PathLike[str],
+    images: np.ndarray,
+    names: list[str] | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Run a graph over ``images`` batch by batch, yielding the values of the requested tensors.
+
+    ONNX Runtime runs with graph optimizations disabled so that every tensor keeps its name and
+    value. The images are fed in the graph's static batch size; a tail that cannot fill it is
+    left out.
+
+    Args:
+        onnx_path: the graph.
+        images: float32 ``(N, 3, H, W)`` preprocessed images.
+        names: tensors to expose. Defaults to :func:`activation_tensors`.
+        progress: called as ``progress(done, total)`` after each batch.
+
+    Yields:
+        ``{tensor name: value}`` per batch.
+    """
+    import onnx
+
+    from edgeseg.export.onnx_export import INPUT_NAME, load_onnx
+    from edgeseg.runners.onnxrt import OnnxrtRunner
+
+    model = onnx.shape_inference.infer_shapes(load_onnx(onnx_path))
+    names = activation_tensors(model) if names is None else names
+    existing = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in existing:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else 1
+    if len(images) < batch:
+        raise EdgesegError(f"{onnx_path}: needs at least {batch} images (the graph's batch), "
+                           f"got {len(images)}")
+    steps = len(images) // batch
+    runner = OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled", name=str(onnx_path))
+    with runner:
+        for step in range(steps):
+            outputs = runner.infer({INPUT_NAME: images[step * batch:(step + 1) * batch]})
+            yield {name: outputs[name] for name in names}
+            if progress:
+                progress(step + 1, steps)
+
+
 def collect_ranges(
-    onnx_path: str,
+    onnx_path: str | os.PathLike[str],
     images: np.ndarray,
     method: str,
     *,
@@ -174,29 +230,8 @@ def collect_ranges(
     Returns:
         ``{tensor name: amax}``.
     """
-    import onnx
-
-    from edgeseg.export.onnx_export import INPUT_NAME, load_onnx
-    from edgeseg.runners.onnxrt import OnnxrtRunner
-
-    model = onnx.shape_inference.infer_shapes(load_onnx(onnx_path))
-    names = activation_tensors(model)
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else 1
-    if len(images) < batch:
-        raise EdgesegError(f"calibration needs at least {batch} images (the graph's batch), "
-                           f"got {len(images)}")
     collector = RangeCollector(method, percentile=percentile)
-    steps = len(images) // batch  # a ragged tail that cannot fill the static batch is left out
-    with OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled", name="calibration") as runner:
-        for step in range(steps):
-            outputs = runner.infer({INPUT_NAME: images[step * batch:(step + 1) * batch]})
-            for name in names:
-                collector.update(name, outputs[name])
-            if progress:
-                progress(step + 1, steps)
+    for values in iter_activations(onnx_path, images, progress=progress):
+        for name, value in values.items():
+            collector.update(name, value)
     return collector.amax()

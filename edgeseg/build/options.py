@@ -1,0 +1,159 @@
+"""Options of ``edgeseg build`` and where the model, calibration and validation data come from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export.onnx_export import DEFAULT_OPSET
+
+__all__ = [
+    "BuildOptions",
+    "ModelSource",
+    "PRECISIONS",
+    "PLUGINS",
+    "DEMO_MODEL",
+    "DEMO_CALIBRATION",
+    "resolve_model",
+]
+
+PRECISIONS = ("fp32", "fp16", "int8")
+#: ``--plugin`` values: the fused DDC block exported as the ``EdgesegFusedDDC`` TensorRT plugin.
+PLUGINS = ("fused-ddc",)
+#: The shipped demo bundle, the default ``--model``.
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_dbmsnet.pt"
+#: Manifest (in ``calibration/``) of the demo model's calibration and validation data.
+DEMO_CALIBRATION = "demo"
+
+
+@dataclass
+class BuildOptions:
+    """Everything ``edgeseg build`` can be told; None means "the documented default".
+
+    Args:
+        precision: ``fp32``, ``fp16`` or ``int8``. Defaults to int8 (or what ``from_onnx`` encodes).
+        model: checkpoint path or zoo preset name. Defaults to the shipped demo model.
+        name: build folder name. Defaults to the checkpoint's stem or the preset name.
+        out_dir: parent of build folders. Defaults to ``engines``.
+        input_size: ``(H, W)``. Defaults to the model card's ``input_size``.
+        batch: static batch size. Defaults to 1.
+        shapes: ``(min, opt, max)`` batch sizes for a dynamic batch. Defaults to static.
+        opset: ONNX opset of the export. Defaults to 18.
+        output: ``logits`` or ``argmax``. Defaults to logits.
+        calib_data: calibration source (folder / ``KIND:ROOT[:split]`` / manifest). Defaults to
+            the demo manifest for the demo model, else the card's dataset (train split).
+        calib_size: calibration images. Defaults to 32.
+        calib_method: ``max``, ``entropy`` or ``percentile``. Defaults to max.
+        int8_high_precision: dtype of the non-quantized ops of the INT8 graph. Defaults to fp16.
+        max_miou_drop: accuracy guard budget in mIoU points. Defaults to 1.0.
+        val_data: labelled validation set. Defaults to the manifest's ``val_data`` or the card's
+            dataset (val split).
+        val_size: validation images. Defaults to 64.
+        min_agreement: validation gate (pixel agreement with the FP32 reference, percent) for the
+            built precision. Defaults to :class:`edgeseg.validate.Tolerances`' per-precision value.
+        from_onnx: start from this precision ONNX (skips export and calibration).
+        require_engine: fail when TensorRT is missing instead of skipping the engine.
+        workspace: TensorRT workspace in GiB. Defaults to the builder's default.
+        dla_core: DLA core (Jetson). Defaults to the GPU.
+        timing_cache: TensorRT timing-cache file. Defaults to ``<build>/timing.cache``.
+        plugin: ``fused-ddc`` to export DDC blocks as the TensorRT plugin. Defaults to none.
+    """
+
+    precision: str | None = None
+    model: str | None = None
+    name: str | None = None
+    out_dir: Path = Path("engines")
+    input_size: tuple[int, int] | None = None
+    batch: int = 1
+    shapes: tuple[int, int, int] | None = None
+    opset: int = DEFAULT_OPSET
+    output: str = "logits"
+    calib_data: str | None = None
+    calib_size: int = 32
+    calib_method: str = "max"
+    int8_high_precision: str = "fp16"
+    max_miou_drop: float = 1.0
+    val_data: str | None = None
+    val_size: int = 64
+    min_agreement: float | None = None
+    from_onnx: Path | None = None
+    require_engine: bool = False
+    workspace: float | None = None
+    dla_core: int | None = None
+    timing_cache: Path | None = None
+    plugin: str | None = None
+
+    def __post_init__(self) -> None:
+        from edgeseg.precision.ranges import CALIBRATION_METHODS
+
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise EdgesegError(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, "
+                               f"got {self.calib_method!r}")
+        if self.calib_size < 1:
+            raise EdgesegError(f"--calib-size must be >= 1, got {self.calib_size}")
+        if self.val_size < 1:
+            raise EdgesegError(f"--val-size must be >= 1, got {self.val_size}")
+        if self.max_miou_drop < 0:
+            raise EdgesegError(f"--max-miou-drop must be >= 0, got {self.max_miou_drop}")
+        if self.int8_high_precision not in ("fp16", "fp32"):
+            raise EdgesegError("--int8-high-precision must be fp16 or fp32, "
+                               f"got {self.int8_high_precision!r}")
+        if self.output not in ("logits", "argmax"):
+            raise EdgesegError(f"--output must be logits or argmax, got {self.output!r}")
+        if self.plugin is not None and self.plugin not in PLUGINS:
+            raise EdgesegError(f"--plugin must be one of {', '.join(PLUGINS)}, got {self.plugin!r}")
+        if self.workspace is not None and self.workspace <= 0:
+            raise EdgesegError(f"--workspace must be > 0 GiB, got {self.workspace}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (os.fspath(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+@dataclass
+class ModelSource:
+    """The model a build starts from.
+
+    Args:
+        kind: ``"checkpoint"`` or ``"preset"``.
+        ref: checkpoint path or preset name.
+        name: default build name.
+        is_demo: True for the shipped demo model.
+    """
+
+    kind: str
+    ref: str
+    name: str
+    is_demo: bool = False
+
+    @property
+    def path(self) -> Path | None:
+        return Path(self.ref) if self.kind == "checkpoint" else None
+
+
+def resolve_model(model: str | None) -> ModelSource:
+    """Turn ``--model`` into a :class:`ModelSource` (checkpoint file or zoo preset).
+
+    Raises:
+        EdgesegError: the file does not exist and the name is not a preset, or the demo model is
+            missing from this installation.
+    """
+    if model is None:
+        if not DEMO_MODEL.is_file():
+            raise EdgesegError(f"{DEMO_MODEL}: the shipped demo model is missing; pass --model CHECKPOINT "
+                               "(a bundle from `edgeseg train`) or a zoo preset name")
+        return ModelSource("checkpoint", os.fspath(DEMO_MODEL), DEMO_MODEL.stem, is_demo=True)
+    path = Path(model)
+    if path.is_file():
+        return ModelSource("checkpoint", os.fspath(path), path.stem,
+                           is_demo=path.resolve() == DEMO_MODEL.resolve())
+    from edgeseg.models import list_models
+
+    if model in list_models():
+        return ModelSource("preset", model, model)
+    raise EdgesegError(f"--model {model}: checkpoint not found, and not a zoo preset "
+                       f"(presets: {', '.join(list_models())})")
