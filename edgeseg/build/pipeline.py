@@ -126,8 +126,15 @@ class Build:
         self._validation: Any = None
 
     # --- orchestration -------------------------------------------------------------------------
-    def run(self) -> BuildResult:
-        """Run every stage the options ask for; see the module docstring for the order."""
+    def run(self, *, until: str | None = None) -> BuildResult:
+        """Run every stage the options ask for; see the module docstring for the order.
+
+        Args:
+            until: ``"simplify"`` stops after the export stages (what ``edgeseg export`` does).
+                Defaults to the whole build.
+        """
+        if until not in (None, "simplify"):
+            raise EdgesegError(f"Build.run: until must be None or 'simplify', got {until!r}")
         if self.options.from_onnx is not None:
             return self._run_from_onnx(Path(self.options.from_onnx))
         source = resolve_model(self.options.model)
@@ -145,6 +152,9 @@ class Build:
         self.card = card
         onnx_path = self._stage_export(source, card)
         sim = self._stage_simplify(onnx_path)
+        if until == "simplify":
+            return BuildResult(folder=self.folder, precision="fp32", deploy_onnx=sim,
+                               stages=list(self._stages))
         if precision == "fp16":
             deploy = self._stage_fp16(sim)
         elif precision == "int8":

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from edgeseg.cli import build, info, train, validate
+from edgeseg.cli import build, export, info, train, validate
 from edgeseg.errors import EdgesegError
 
 __all__ = ["app", "main"]
@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (info, train, build, validate):
+for module in (info, train, export, build, validate):
     module.register(app)
 
 

@@ -1,0 +1,69 @@
+"""`edgeseg export`: the export stages of a build only (model.onnx, model.sim.onnx, compat check)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from edgeseg.cli._common import console
+
+__all__ = ["register"]
+
+_HELP = """Export a model to ONNX in engines/<name>/: model.onnx (raw) and model.sim.onnx (simplified).
+
+\b
+The graph: input 'images' float32 (N,3,H,W) normalised; output 'logits' float32 (N,K,H,W)
+or, with --output argmax, 'labels' int32 (N,H,W). Static HxW; dynamic batch with --shapes.
+Both files pass the TensorRT-compatibility check. These are the first stages of
+`edgeseg build`, recorded in the same build.json, so a later build reuses them.
+
+\b
+Examples:
+  edgeseg export                                  # the shipped demo model
+  edgeseg export -m runs/city/model.pt --input 512x1024 --shapes 1,2,4
+  edgeseg export -m dbmsnet_r50vd_os16 --output argmax    # a preset, random weights
+"""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("export", help=_HELP)
+    def export(
+        model: str = typer.Option(
+            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. [default: the demo model]"),
+        name: str = typer.Option(None, "--name", help="Build folder name. [default: model stem]"),
+        out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
+        input_size: str = typer.Option(None, "--input", help="Input HxW. [default: the model card's]"),
+        batch: int = typer.Option(1, "--batch", help="Static batch size."),
+        shapes: str = typer.Option(None, "--shapes", help="Dynamic batch 'min,opt,max' (e.g. 1,4,8)."),
+        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. [default: 18]"),
+        output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
+        plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as the TensorRT plugin."),
+        json_out: bool = typer.Option(False, "--json", help="Print the export records as JSON on stdout."),
+    ) -> None:
+        import json
+
+        from rich.table import Table
+
+        from edgeseg._io import read_json
+        from edgeseg.build import Build, BuildOptions
+        from edgeseg.cli.train import parse_hw
+        from edgeseg.export import DEFAULT_OPSET, parse_batch_profile
+
+        options = BuildOptions(
+            model=model, name=name, out_dir=out_dir,
+            input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
+            shapes=parse_batch_profile(shapes), opset=opset or DEFAULT_OPSET, output=output, plugin=plugin,
+        )
+        result = Build(options).run(until="simplify")
+        stages = read_json(result.folder / "build.json")["stages"]
+        export, simplify = stages["export"]["results"], stages["simplify"]["results"]
+        table = Table(title=f"edgeseg export → {result.folder}", show_header=False)
+        table.add_row("model.onnx", f"opset {export['opset']}, {export['nodes']} nodes")
+        table.add_row("model.sim.onnx", f"{simplify['nodes_before']} → {simplify['nodes_after']} nodes")
+        table.add_row("ops", ", ".join(f"{k} {v}" for k, v in simplify["op_types"].items()))
+        table.add_row("TensorRT", f"compatible ({simplify['trt_compat']['table']})")
+        console.print(table)
+        if json_out:
+            print(json.dumps({"folder": str(result.folder), "export": stages["export"],
+                              "simplify": stages["simplify"]}, indent=2))
