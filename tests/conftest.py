@@ -56,6 +56,26 @@ def rt_card() -> ModelCard:
 
 
 @pytest.fixture(scope="session")
+def rt_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real zoo model as a deployable ``.pt`` bundle: DBMSNet-R18 at quarter width, 3 classes, 64x64."""
+    from edgeseg.checkpoint import save_model
+    from edgeseg.models import build_model
+
+    torch.manual_seed(0)
+    card = ModelCard(
+        preset="dbmsnet_r18_os16",
+        num_classes=3,
+        overrides={"width": 0.25},
+        class_names=["a", "b", "c"],
+        input_size=(64, 64),
+    )
+    model = build_model(card.preset, num_classes=card.num_classes, **card.overrides).eval()
+    path = tmp_path_factory.mktemp("bundle") / "tiny_dbmsnet.pt"
+    save_model(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="session")
 def rt_build(rt_model: nn.Module, rt_card: ModelCard, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``engines/<name>/``-style directory: card, raw ONNX (dynamic batch), FP16 graph, build.json."""
     import onnx

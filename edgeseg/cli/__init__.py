@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from edgeseg.cli import build, export, info, train, validate
+from edgeseg.cli import bench, build, export, info, serve, train, validate, video
 from edgeseg.errors import EdgesegError
 
 __all__ = ["app", "main"]
@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for module in (info, train, export, build, validate):
+for module in (info, train, export, build, validate, bench, video, serve):
     module.register(app)
 
 
@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        # typer >= 0.24 vendors click (typer._click) instead of depending on it, so a usage error is
+        # recognised by its shape (ClickException's show() and exit_code), not by importing click.
+        show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            sys.exit(exit_code)
+        if isinstance(e, typer.Abort):
             sys.exit(130)
         raise

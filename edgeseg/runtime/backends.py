@@ -15,7 +15,6 @@ Forcing a backend (``backend="tensorrt"``) skips the others and turns the reason
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,9 +147,12 @@ def _precision_of(path: Path, artifacts: BuildArtifacts) -> str:
 
 
 def _open_trt(engine: Path, card: ModelCard, precision: str, skipped: dict[str, str]) -> OpenedBackend:
-    if importlib.util.find_spec("tensorrt") is None:
-        raise EdgesegError("the tensorrt Python package is not importable on this machine")
-    from edgeseg.runners.trt import TrtRunner  # type: ignore[import-not-found,unused-ignore]
+    from edgeseg.trt import tensorrt_available
+
+    ok, reason = tensorrt_available()
+    if not ok:
+        raise EdgesegError(reason)
+    from edgeseg.runners.trt import TrtRunner
 
     runner: BaseRunner = TrtRunner(engine)
     # Activation loads the engine and checks its metadata against this GPU and TensorRT version;
@@ -181,19 +183,25 @@ def _open_torch(
     from edgeseg.runners.torch import TorchRunner
 
     model, card = load_model(checkpoint)
-    if fused:
-        model = _fuse(model, checkpoint)
     dev = device or ("cuda" if cuda_available() else "cpu")
     if dev == "cuda" and not cuda_available():
         raise EdgesegError("device='cuda' asked for, but torch sees no CUDA device")
+    if fused:
+        model = _fuse(model, checkpoint, dev)
     runner = TorchRunner(model, device=dev, name=f"torch{'+fused' if fused else ''}:{checkpoint.name}")
     return OpenedBackend(runner, card, "torch", "fp32", dev, checkpoint, skipped)
 
 
-def _fuse(model: Any, checkpoint: Path) -> Any:
+def _fuse(model: Any, checkpoint: Path, device: str) -> Any:
+    from edgeseg.ops import extension_error, has_kernel
+
     fuse = getattr(model, "fuse", None)
     if fuse is None:
         raise EdgesegError(
             f"{checkpoint}: {type(model).__name__} has no fused form (fused=True is for DBMSNet)"
         )
+    if extension_error() is not None or not has_kernel(device):
+        # The op would fall back to its (slower) PyTorch reference: not what fused=True asks for.
+        why = extension_error() or f"built without a {device} kernel"
+        raise EdgesegError(f"fused=True needs the compiled fused DDC op (edgeseg._C): {why}")
     return fuse()

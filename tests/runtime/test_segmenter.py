@@ -213,3 +213,24 @@ def test_static_batch_labels_graph(
     for r, ref in zip(results, ort_seg(frames), strict=True):
         assert r.mask.dtype == np.uint8
         np.testing.assert_array_equal(r.mask, ref.mask)
+
+
+def test_torch_bundle_and_fused(rt_bundle: Path) -> None:
+    """A .pt bundle runs on the torch backend; fused=True swaps in the fused DDC op with the same output."""
+    frame = _frames(1, 48, 80, seed=7)[0]
+    with Segmenter.load(rt_bundle) as seg:
+        assert seg.info["backend"] == "torch" and seg.input_size == (64, 64)
+        plain = seg(frame, logits=True)
+    from edgeseg.ops import extension_available
+
+    if not extension_available():  # the op's own tests cover building it; here we need it built
+        with pytest.raises(EdgesegError, match="fused"):
+            Segmenter.load(rt_bundle, fused=True)
+        return
+    with Segmenter.load(rt_bundle, fused=True) as seg:
+        assert seg.runner.name.startswith("torch+fused")
+        fused = seg(frame, logits=True)
+    np.testing.assert_allclose(fused.logits, plain.logits, atol=1e-3)
+    assert (fused.mask == plain.mask).mean() > 0.999
+    with pytest.raises(EdgesegError, match="torch backend only"):
+        Segmenter.load(rt_bundle, backend="onnxruntime")

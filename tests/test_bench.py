@@ -1,0 +1,114 @@
+"""edgeseg bench: case planning, timing statistics, memory probes, the JSON/PNG report and the command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.bench import peak_rss_mb, plan_cases, plot_results, reset_peak_rss, run_benchmarks
+from edgeseg.cli import main
+from edgeseg.errors import EdgesegError
+
+
+def test_plan_for_build_dir(rt_build: Path) -> None:
+    cases, skipped, size = plan_cases(rt_build)
+    assert size == (32, 48)
+    assert sorted(c.name for c in cases) == ["onnxrt model.fp16.onnx", "onnxrt model.onnx"]
+    assert {c.precision for c in cases} == {"fp32", "fp16"}
+    assert "torch" in skipped  # no .pt recorded in the build: said, not silently dropped
+
+
+def test_run_reports_ordered_percentiles(rt_build: Path) -> None:
+    cases, _, size = plan_cases(rt_build, backends=["onnxruntime"], threads=1)
+    results = run_benchmarks(cases, [1, 2], size, warmup=1, iters=5)
+    assert len(results) == 4 and all(r.skipped is None for r in results)
+    for r in results:
+        lat = r.latency_ms
+        assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"]
+        assert r.throughput_fps == pytest.approx(r.batch * 1000 / lat["mean"])
+        assert r.peak_rss_mb > 0 and r.device == "cpu" and r.power_mw is None
+
+
+def test_static_batch_graph_is_skipped_with_reason(
+    rt_build: Path, rt_model: torch.nn.Module, tmp_path: Path
+) -> None:
+    build = tmp_path / "static"
+    build.mkdir()
+    shutil.copy(rt_build / "card.json", build / "card.json")
+    torch.onnx.export(
+        rt_model,
+        (torch.zeros(1, 3, 32, 48),),
+        str(build / "model.onnx"),
+        dynamo=True,
+        input_names=["images"],
+        output_names=["logits"],
+        external_data=False,
+        verbose=False,
+    )
+    cases, _, size = plan_cases(build / "model.onnx")
+    results = run_benchmarks(cases, [1, 2], size, warmup=0, iters=2)
+    assert results[0].skipped is None
+    assert results[1].skipped == "static batch 1"
+
+
+def test_torch_cases_from_bundle(rt_bundle: Path) -> None:
+    cases, skipped, size = plan_cases(rt_bundle)
+    names = [c.name for c in cases]
+    assert names[0] == "torch fp32" and size == (64, 64)
+    assert "GPU only" in skipped.values()  # fp16 / channels_last / CUDA graphs are listed, not hidden
+    results = run_benchmarks(cases, [1], size, warmup=1, iters=2)
+    assert all(r.skipped is None and r.latency_ms["p50"] > 0 for r in results)
+
+
+def test_peak_rss_tracks_an_allocation() -> None:
+    reset_peak_rss()
+    before = peak_rss_mb()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    assert peak_rss_mb() >= before + 60 or not reset_peak_rss()
+    del block
+
+
+def test_plot_and_cli_report(rt_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "report"
+    main(
+        [
+            "bench",
+            str(rt_build),
+            "--batch",
+            "1,2",
+            "--warmup",
+            "1",
+            "--iters",
+            "3",
+            "--out",
+            str(out),
+            "--json",
+            "--threads",
+            "1",
+        ]
+    )
+    report = json.loads((out / "bench.json").read_text())
+    printed = json.loads(capsys.readouterr().out)
+    assert (
+        printed["settings"]
+        == report["settings"]
+        == {"batches": [1, 2], "warmup": 1, "iters": 3, "input_size": [32, 48], "power": None}
+    )
+    assert {(r["case"], r["batch"]) for r in report["results"]} == {
+        (c, b) for c in ("onnxrt model.onnx", "onnxrt model.fp16.onnx") for b in (1, 2)
+    }
+    assert report["machine"]["cores"] >= 1 and "torch" in report["skipped"]
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(EdgesegError, match="nothing was measured"):
+        plot_results([], out / "empty.png")
+
+
+def test_cli_rejects_bad_batches(rt_build: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", str(rt_build), "--batch", "0,x"])
+    assert exit_info.value.code == 2 and "--batch" in capsys.readouterr().err

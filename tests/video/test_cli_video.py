@@ -1,0 +1,65 @@
+"""`edgeseg video` end to end on a generated clip."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeseg.cli import main
+
+Decode = Callable[[Path], tuple[list[np.ndarray], Fraction | None]]
+
+
+def test_video_command_writes_overlay(
+    rt_build: Path, clip: Path, tmp_path: Path, decode_all: Decode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "seg.mp4"
+    main(
+        [
+            "video",
+            str(clip),
+            "--build",
+            str(rt_build),
+            "--out",
+            str(out),
+            "--overlay",
+            "--batch",
+            "4",
+            "--backend",
+            "onnxruntime",
+            "--json",
+        ]
+    )
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["frames_in"] == 24 == stats["frames_out"] + stats["skipped"]
+    assert stats["segmenter"]["backend"] == "onnxruntime" and stats["batches"] == 6
+    frames, rate = decode_all(out)
+    assert len(frames) == 24 and frames[0].shape == (96, 128, 3) and rate == Fraction(25)
+
+
+def test_video_command_every_and_mask_only(
+    rt_build: Path, clip: Path, tmp_path: Path, decode_all: Decode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "mask.mkv"
+    main(["video", str(clip), "--build", str(rt_build), "--out", str(out), "--every", "4", "--json"])
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["inferred"] == 6 and stats["frames_out"] == 24
+    frames, _ = decode_all(out)
+    assert len(frames) == 24
+    # Without --overlay the output is the colour-coded class map: only palette colours (up to codec noise).
+    palette = np.array([[0, 0, 0], [128, 64, 128], [0, 0, 142]], np.int16)
+    dist = np.abs(frames[0][:, :, None, :].astype(np.int16) - palette[None, None]).sum(-1).min(-1)
+    assert np.median(dist) < 12
+
+
+def test_video_command_missing_input(
+    rt_build: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["video", str(tmp_path / "none.mp4"), "--build", str(rt_build)])
+    assert exit_info.value.code == 2 and "not found" in capsys.readouterr().err
