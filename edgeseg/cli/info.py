@@ -67,7 +67,11 @@ def _model_info(
         "model": spec,
         "source": source,
         "preset": preset,
-        "config": dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None,
+        "config": (
+            dataclasses.asdict(config)
+            if dataclasses.is_dataclass(config) and not isinstance(config, type)
+            else None
+        ),
         "input_shape": list(summary.input_shape),
         "output_shape": list(summary.output_shape),
         "output_stride": summary.output_stride,

@@ -13,6 +13,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from edgeseg.models.layers import resize
+from edgeseg.models.resnet import ResNet
+from edgeseg.models.vgg import VGG
 
 __all__ = ["SegmentationModel"]
 
@@ -27,7 +29,7 @@ class SegmentationModel(nn.Module):
     """
 
     config: Any
-    backbone: nn.Module
+    backbone: VGG | ResNet
     aux_weights: dict[str, float]
 
     @property

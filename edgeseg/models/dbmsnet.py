@@ -370,7 +370,8 @@ class DBMSNet(SegmentationModel):
             raise EdgesegError("DBMSNet.fuse() works on an eval-mode model; call model.eval() first")
         from edgeseg.ops.fuse import fuse_model
 
-        return fuse_model(self)
+        fuse_model(self)  # swaps the DDC blocks in place
+        return self
 
 
 def create_dbmsnet(preset: str, model_args: dict[str, Any], kwargs: dict[str, Any]) -> DBMSNet:

@@ -201,9 +201,8 @@ class ResNet(nn.Module):
         strides = [1, 2, 2, 2]
         dilations = [1, 1, 1, 1]
         for i in range(dilated):
-            layer = 3 - i
-            strides[layer] = 1
-            dilations[layer] = 2 ** (dilated - i)
+            strides[3 - i] = 1
+            dilations[3 - i] = 2 ** (dilated - i)
         stages = []
         channels_in, reduction = stem_out, 4
         for i, (num_blocks, ch) in enumerate(zip(layers, widths, strict=True)):
