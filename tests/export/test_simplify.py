@@ -1,0 +1,41 @@
+"""onnxsim simplification: node counts recorded, graph still valid and equivalent."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from edgeseg.errors import EdgesegError
+from edgeseg.export import simplify_onnx
+from edgeseg.runners.onnxrt import OnnxrtRunner
+
+
+def test_node_counts_are_recorded(dbmsnet_onnx: tuple) -> None:
+    raw, sim, result = dbmsnet_onnx
+    assert result.nodes_before == len(onnx.load(raw).graph.node)
+    assert result.nodes_after == len(onnx.load(sim).graph.node)
+    assert result.nodes_after <= result.nodes_before
+    assert result.op_types == dict(Counter(n.op_type for n in onnx.load(sim).graph.node))
+
+
+def test_simplified_graph_keeps_io_and_metadata(dbmsnet_onnx: tuple) -> None:
+    raw, sim, _ = dbmsnet_onnx
+    a, b = onnx.load(raw), onnx.load(sim)
+    assert [i.name for i in b.graph.input] == ["images"] and [o.name for o in b.graph.output] == ["logits"]
+    assert {p.key for p in b.metadata_props} == {p.key for p in a.metadata_props}
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    with OnnxrtRunner(raw) as ra, OnnxrtRunner(sim) as rb:
+        np.testing.assert_allclose(ra.infer({"images": x})["logits"], rb.infer({"images": x})["logits"],
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_simplify_rejects_a_non_model(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.onnx"
+    bogus.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(EdgesegError, match="x.onnx"):
+        simplify_onnx(bogus, tmp_path / "y.onnx")
+    assert not (tmp_path / "y.onnx").exists()
