@@ -112,7 +112,8 @@ def _summary(result: TrainResult, card: ModelCard, bundle: Path, data: str,
     return {"model": card.preset, "overrides": card.overrides, "data": data, "val_data": val_data,
             "iterations": result.iterations, "final_loss": result.loss, "metrics": result.metrics,
             "best_miou": best, "best_iteration": result.best_iteration,
-            "wall_time_s": round(result.wall_time_s, 2), "train_time_s": round(result.train_time_s, 2),
+            "wall_time_s": round(result.wall_time_s, 2), "cpu_time_s": round(result.cpu_time_s, 2),
+            "train_time_s": round(result.train_time_s, 2),
             "bundle": str(bundle), "out_dir": str(result.out_dir)}
 
 
@@ -130,7 +131,7 @@ def _print_table(summary: dict[str, Any], config: TrainConfig) -> None:
     table.add_row("final loss", f"{summary['final_loss']:.4f}")
     table.add_row("final mIoU / PA", f"{pct(m.get('miou'))} / {pct(m.get('pa'))}")
     table.add_row("best mIoU", f"{pct(summary['best_miou'])} (iter {summary['best_iteration']})")
-    table.add_row("time", f"{summary['wall_time_s']:.1f} s this run, "
+    table.add_row("time", f"{summary['wall_time_s']:.1f} s this run ({summary['cpu_time_s']:.1f} CPU s), "
                           f"{summary['train_time_s']:.1f} s in total")
     table.add_row("bundle", summary["bundle"])
     console.print(table)

@@ -52,6 +52,7 @@ class TrainResult:
         best_miou: best validation mIoU seen (NaN without a val set).
         best_iteration: iteration of ``best_miou``.
         wall_time_s: seconds spent in this call.
+        cpu_time_s: CPU seconds of this process in this call (excludes DataLoader workers).
         train_time_s: seconds of training summed over the run and every resumed part.
         out_dir: the run folder.
     """
@@ -62,6 +63,7 @@ class TrainResult:
     best_miou: float = math.nan
     best_iteration: int = 0
     wall_time_s: float = 0.0
+    cpu_time_s: float = 0.0
     train_time_s: float = 0.0
     out_dir: Path = Path(".")
 
@@ -310,5 +312,6 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
                        wall_time_s=round(monitor.elapsed, 3))
     return TrainResult(iterations=iteration, loss=loss, metrics=metrics,
                        best_miou=best_miou if best_miou > -math.inf else math.nan, best_iteration=best_iter,
-                       wall_time_s=monitor.elapsed, train_time_s=time_before + monitor.elapsed,
+                       wall_time_s=monitor.elapsed, cpu_time_s=monitor.cpu_time,
+                       train_time_s=time_before + monitor.elapsed,
                        out_dir=out_dir)

@@ -42,6 +42,7 @@ class TrainMonitor:
         self.log_path = Path(log_path) if log_path is not None and enabled else None
         self._log: IO[str] | None = None
         self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
         self._last_miou = math.nan
         self._progress: Progress | None = None
         if enabled and show_progress:
@@ -60,6 +61,7 @@ class TrainMonitor:
         if self._progress is not None:
             self._progress.start()
         self._t0 = time.perf_counter()
+        self._cpu0 = time.process_time()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -75,6 +77,15 @@ class TrainMonitor:
         """Seconds since the monitor was entered."""
         return time.perf_counter() - self._t0
 
+    @property
+    def cpu_time(self) -> float:
+        """CPU seconds of this process (all its threads, not DataLoader workers) since entered.
+
+        On a machine shared with other jobs, wall time depends on their load; CPU time measures
+        the training's own cost.
+        """
+        return time.process_time() - self._cpu0
+
     def rate(self, iteration: int) -> float:
         """Iterations per second over this session (excludes iterations done before a resume)."""
         return (iteration - self.start) / max(self.elapsed, 1e-9)
@@ -83,7 +94,7 @@ class TrainMonitor:
         """Append one ``{"event": event, "time": ..., **fields}`` line to the log and flush it."""
         if self._log is None:
             return
-        line = {"event": event, "time": round(self.elapsed, 3), **fields}
+        line = {"event": event, "time": round(self.elapsed, 3), "cpu_time": round(self.cpu_time, 3), **fields}
         self._log.write(json.dumps(line) + "\n")
         # Flushed per line so a background run can be polled while it trains.
         self._log.flush()

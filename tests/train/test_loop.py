@@ -89,7 +89,7 @@ def test_training_learns_and_writes_best_and_last(tmp_path):
     train_lines = [r for r in log if r["event"] == "train"]
     assert [r["iter"] for r in train_lines] == list(range(1, 31))
     assert train_lines[0]["lr"] == 0.1 and train_lines[-1]["lr"] < 0.01
-    assert {"loss", "loss_out", "loss_aux", "it_per_s"} <= set(train_lines[0])
+    assert {"loss", "loss_out", "loss_aux", "it_per_s", "cpu_time"} <= set(train_lines[0])
     assert [r["iter"] for r in log if r["event"] == "eval"] == [10, 20, 30]
 
 
