@@ -45,4 +45,4 @@ class PolyLR(LRScheduler):
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         # ``last_epoch`` counts scheduler steps, i.e. iterations here.
-        return [poly_lr(base, self.last_epoch, self.max_iter, self.power) for base in self.base_lrs]
+        return [poly_lr(float(base), self.last_epoch, self.max_iter, self.power) for base in self.base_lrs]
