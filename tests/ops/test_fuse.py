@@ -62,7 +62,7 @@ def test_fuse_dbmsnet_r18(randomize_bn) -> None:
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         ref = model(x)
-        fused = fuse_model(copy.deepcopy(model))
+        fused = copy.deepcopy(model).fuse()  # DBMSNet.fuse() delegates to fuse_model
         out = fused(x)
     assert sum(isinstance(m, FusedDDC) for m in fused.modules()) == 3  # MDM blocks S, M, L
     assert _max_err_vs_range(out, ref) <= 1e-5
@@ -80,7 +80,8 @@ def test_fuse_demo_model() -> None:
     with torch.no_grad():
         ref = model(x)
         out = fuse_model(copy.deepcopy(model))(x)
-    assert _max_err_vs_range(out, ref) <= 1e-5
+    # Trained logits stay small (|logit| < ~20), so the 1e-5 bound holds in absolute terms here.
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
 def test_fuse_needs_eval_mode(tiny_ddc_net) -> None:
