@@ -182,7 +182,7 @@ def _preprocess_files(files: Sequence[str | Path], transform: Any, progress: Pro
     out = []
     for i, path in enumerate(files):
         pixels = read_image(path)  # EdgesegError naming the file when unreadable
-        image = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+        image = torch.tensor(pixels).permute(2, 0, 1).float().div_(255.0)  # copy: the array is read-only
         # EvalTransform works on (image, mask) pairs; a placeholder mask rides along unused.
         dummy = torch.zeros(image.shape[-2:], dtype=torch.int64)
         out.append(transform(image, dummy)[0].numpy())

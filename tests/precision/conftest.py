@@ -1,0 +1,48 @@
+"""Shared fixtures of the precision tests: a tiny exported network and preprocessed images."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeseg.checkpoint import IMAGENET_MEAN, IMAGENET_STD
+from edgeseg.export import ExportConfig, export_onnx, simplify_onnx
+from edgeseg.precision.calibration import load_calibration_set
+from tests.export._tiny import TinySegNet
+
+SIZE = (32, 32)
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _single_thread() -> Iterator[None]:
+    # On a shared 2-core machine OpenMP workers mostly wait on each other.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_net() -> TinySegNet:
+    torch.manual_seed(0)
+    return TinySegNet(num_classes=3).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_sim(tiny_net: TinySegNet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny network exported and simplified at 32x32."""
+    folder = tmp_path_factory.mktemp("tiny")
+    export_onnx(tiny_net, folder / "model.onnx", ExportConfig(input_size=SIZE))
+    simplify_onnx(folder / "model.onnx", folder / "model.sim.onnx")
+    return folder / "model.sim.onnx"
+
+
+@pytest.fixture(scope="session")
+def images() -> np.ndarray:
+    """12 synthetic validation images, preprocessed for a 32x32 ImageNet-normalised model."""
+    return load_calibration_set("synthetic::val", input_size=SIZE, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                                size=12).images
