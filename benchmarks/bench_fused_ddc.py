@@ -1,0 +1,275 @@
+"""Fused DDC op vs the unfused PyTorch eager DDC block, side by side, at DBMSNet shapes.
+
+For each (batch, H x W) it times, interleaved in one loop so both see the same machine state:
+
+* ``eager``: DDC steps 2-4 as the unfused model runs them (four Conv+BN+ReLU branch modules, the
+  pooling branch, concat, channel shuffle, residual add);
+* ``fused``: the same steps as :class:`~edgeseg.ops.FusedDDC` runs them (pooling-branch conv in
+  PyTorch, then one ``torch.ops.edgeseg.fused_ddc`` call);
+* ``block eager`` / ``block fused``: the whole block, reduce conv included;
+* with ``--compile``: ``torch.compile`` of the unfused steps 2-4;
+* on CUDA: a device-to-device copy of the output's size, and the fused op's effective bandwidth
+  (x read once + residual read once + y written once) as a fraction of that copy's bandwidth.
+
+Shapes: C = 64 reduced channels (a 320-channel DDC block), H x W at strides 4 and 16 of 512x1024
+and 1024x2048 (De1 and De3 of DBMSNet at OS16), N = 1 and 8. Results print as a table and, with
+``--json``, are written as JSON. Examples::
+
+    python benchmarks/bench_fused_ddc.py --device cpu --threads 1 --skip 8x256x512
+    python benchmarks/bench_fused_ddc.py --device cuda --dtype float16 --compile --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from edgeseg._io import write_json
+from edgeseg.models.dbmsnet import DDCBlock
+from edgeseg.models.layers import channel_shuffle
+from edgeseg.ops import FusedDDC, extension_available, extension_error, has_kernel
+
+REDUCED_CHANNELS = 64
+DILATIONS = (1, 3, 5, 7)
+IMAGE_SIZES = ((512, 1024), (1024, 2048))
+STRIDES = (4, 16)
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    """A function timing one call in milliseconds (CUDA events on GPU, perf_counter on CPU)."""
+    if device.type == "cuda":
+
+        def cuda_time(fn: Callable[[], object]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+
+        return cuda_time
+
+    def cpu_time(fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    return cpu_time
+
+
+def _randomize(block: DDCBlock, seed: int) -> DDCBlock:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in block.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.rand(m.num_features, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return block.eval()
+
+
+def _eager_steps(block: DDCBlock) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """DDC steps 2-4 exactly as DDCBlock.forward runs them after its reduce conv."""
+
+    def steps(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ys = [branch(r) for branch in block.branches]
+        ys.append(block.pool(r.mean((2, 3), keepdim=True)).expand_as(r))
+        return channel_shuffle(torch.cat(ys, 1), block.shuffle_groups) + x
+
+    return steps
+
+
+def _fused_steps(fused: FusedDDC) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """DDC steps 2-4 as FusedDDC.forward runs them after its reduce conv."""
+
+    def steps(r: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.relu(fused.pool(r.mean((2, 3), keepdim=True))).flatten(1)
+        return torch.ops.edgeseg.fused_ddc.default(
+            r, fused.weight, list(fused.dilations), fused.scale, fused.shift, pooled, x
+        )
+
+    return steps
+
+
+def bench_case(
+    n: int,
+    h: int,
+    w: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    warmup: int,
+    repeats: int,
+    compile_: bool,
+) -> dict[str, float | int | str]:
+    """Time every variant for one shape; returns medians in ms plus derived ratios."""
+    c = REDUCED_CHANNELS
+    block = _randomize(DDCBlock(5 * c, DILATIONS), seed=0).to(device=device, dtype=dtype)
+    fused = FusedDDC.from_ddc(block)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 5 * c, h, w, generator=g).to(device=device, dtype=dtype)
+    with torch.inference_mode():
+        r = block.reduce(x)
+    eager, fused_op = _eager_steps(block), _fused_steps(fused)
+    variants: dict[str, Callable[[], object]] = {
+        "eager": lambda: eager(r, x),
+        "fused": lambda: fused_op(r, x),
+        "block_eager": lambda: block(x),
+        "block_fused": lambda: fused(x),
+    }
+    if compile_:
+        compiled = torch.compile(eager)
+        variants["compiled"] = lambda: compiled(r, x)
+    if device.type == "cuda":
+        y = torch.empty(n, 5 * c, h, w, device=device, dtype=dtype)
+        variants["copy"] = lambda: y.copy_(x)
+    timer = _timer(device)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in variants.values():
+                fn()
+        for _ in range(repeats):
+            for name, fn in variants.items():
+                times[name].append(timer(fn))
+    result: dict[str, float | int | str] = {
+        "n": n,
+        "c": c,
+        "h": h,
+        "w": w,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    for name, ts in times.items():
+        result[f"{name}_ms"] = statistics.median(ts)
+    result["speedup"] = result["eager_ms"] / result["fused_ms"]  # type: ignore[operator]
+    result["block_speedup"] = result["block_eager_ms"] / result["block_fused_ms"]  # type: ignore[operator]
+    if compile_:
+        result["speedup_vs_compiled"] = result["compiled_ms"] / result["fused_ms"]  # type: ignore[operator]
+    if device.type == "cuda":
+        elem = x.element_size()
+        # The op's compulsory traffic: x read once, residual read once, y written once.
+        op_bytes = (n * c * h * w + 2 * n * 5 * c * h * w) * elem
+        copy_bytes = 2 * n * 5 * c * h * w * elem  # copy reads and writes y's size
+        result["fused_gbps"] = op_bytes / result["fused_ms"] / 1e6  # type: ignore[operator]
+        result["copy_gbps"] = copy_bytes / result["copy_ms"] / 1e6  # type: ignore[operator]
+        result["bandwidth_fraction"] = result["fused_gbps"] / result["copy_gbps"]  # type: ignore[operator]
+    return result
+
+
+def machine(device: torch.device) -> dict[str, str | int]:
+    """What the numbers were measured on."""
+    info: dict[str, str | int] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        cpuinfo = Path("/proc/cpuinfo")
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        info["cpu"] = f"{names[0]} x{len(names)}" if names else platform.processor()
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--skip", nargs="*", default=[], metavar="NxHxW", help="shapes to leave out, e.g. 8x256x512"
+    )
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (CPU); defaults to torch's choice")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile of the unfused steps")
+    parser.add_argument("--json", type=Path, help="write results here")
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not extension_available():
+        console.print(f"[red]edgeseg._C is not built ({extension_error()}): nothing to benchmark")
+        return 2
+    if not has_kernel(device):
+        console.print(f"[red]edgeseg._C has no {device.type} kernel")
+        return 2
+    if device.type == "cpu" and dtype != torch.float32:
+        console.print("[red]the CPU kernel is FP32 only")
+        return 2
+
+    shapes = [(n, ih // s, iw // s) for (ih, iw) in IMAGE_SIZES for s in STRIDES for n in args.batch]
+    shapes = [sh for sh in shapes if "x".join(map(str, sh)) not in args.skip]
+    results = []
+    for n, h, w in shapes:
+        console.print(f"N={n} C={REDUCED_CHANNELS} {h}x{w} ...")
+        results.append(
+            bench_case(
+                n,
+                h,
+                w,
+                device=device,
+                dtype=dtype,
+                warmup=args.warmup,
+                repeats=args.repeats,
+                compile_=args.compile,
+            )
+        )
+
+    table = Table(title=f"fused DDC vs eager ({device.type}, {args.dtype}, median of {args.repeats})")
+    cols = [
+        "N",
+        "HxW",
+        "eager ms",
+        "fused ms",
+        "speedup",
+        "block eager ms",
+        "block fused ms",
+        "block speedup",
+    ]
+    if args.compile:
+        cols += ["compiled ms", "vs compiled"]
+    if device.type == "cuda":
+        cols += ["fused GB/s", "copy GB/s", "of copy BW"]
+    for col in cols:
+        table.add_column(col, justify="right")
+    for r in results:
+        row = [str(r["n"]), f"{r['h']}x{r['w']}", f"{r['eager_ms']:.2f}", f"{r['fused_ms']:.2f}",
+               f"{r['speedup']:.2f}x", f"{r['block_eager_ms']:.2f}", f"{r['block_fused_ms']:.2f}",
+               f"{r['block_speedup']:.2f}x"]  # fmt: skip
+        if args.compile:
+            row += [f"{r['compiled_ms']:.2f}", f"{r['speedup_vs_compiled']:.2f}x"]
+        if device.type == "cuda":
+            row += [
+                f"{r['fused_gbps']:.0f}",
+                f"{r['copy_gbps']:.0f}",
+                f"{100 * r['bandwidth_fraction']:.0f}%",
+            ]
+        table.add_row(*row)
+    Console().print(table)
+    report = {"machine": machine(device), "command": " ".join(sys.argv), "results": results}
+    if args.json:
+        write_json(args.json, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
