@@ -44,6 +44,7 @@ __all__ = [
     "run_benchmarks",
     "plot_results",
     "machine_info",
+    "time_calls",
     "peak_rss_mb",
     "reset_peak_rss",
 ]
@@ -454,7 +455,7 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _time_calls(step: Callable[[], Any], iters: int, device: str) -> list[float]:
+def time_calls(step: Callable[[], Any], iters: int, device: str) -> list[float]:
     """Seconds per call: CUDA events on the GPU (device time), perf_counter on the CPU."""
     times = []
     if device == "cuda":
@@ -535,10 +536,10 @@ def run_benchmarks(
                         step()
                     if power_source is not None:
                         with PowerSampler(power_source) as sampler:
-                            times = _time_calls(step, iters, case.device)
+                            times = time_calls(step, iters, case.device)
                         power = sampler.summary()
                     else:
-                        times, power = _time_calls(step, iters, case.device), None
+                        times, power = time_calls(step, iters, case.device), None
                 except EdgesegError as e:
                     result.skipped = str(e)
                     results.append(result)

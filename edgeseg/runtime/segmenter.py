@@ -31,6 +31,7 @@ from edgeseg.runtime.processing import (
     labels_from_logits,
     resize_labels,
     resize_logits,
+    upsample_labels,
 )
 
 __all__ = ["Segmenter", "SegResult"]
@@ -258,8 +259,11 @@ class Segmenter:
                     f"{self.runner.name}: model outputs {raw.shape[1]} classes, its card says "
                     f"{self.num_classes}"
                 )
-            scores = resize_logits(raw, size)
-            labels = labels_from_logits(scores)
+            if logits or probs:
+                scores = resize_logits(raw, size)
+                labels = labels_from_logits(scores)
+            else:  # the class map alone: skip materialising K full-size score maps
+                labels = upsample_labels(raw, size)
         elif raw.ndim == 3:
             if logits or probs:
                 raise EdgesegError(

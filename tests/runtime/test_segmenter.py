@@ -21,10 +21,14 @@ def _frames(n: int, h: int = 60, w: int = 80, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, h, w, 3), dtype=np.uint8)
 
 
-def _reference_logits(model: nn.Module, card: ModelCard, frame: np.ndarray) -> torch.Tensor:
-    """Preprocessing spelled out: RGB, resize, /255, -mean, /std; logits back to frame size."""
-    x = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=card.input_size, mode="bilinear", align_corners=False, antialias=True)
+def _reference_logits(
+    model: nn.Module, card: ModelCard, frame: np.ndarray, *, uint8_resize: bool = True
+) -> torch.Tensor:
+    """Preprocessing spelled out: RGB, resize (of the uint8 frame, as documented, or in float as
+    EvalTransform does), /255, -mean, /std; logits resized back to the frame size."""
+    x = torch.from_numpy(frame).permute(2, 0, 1)[None]
+    x = x if uint8_resize else x.float()
+    x = F.interpolate(x, size=card.input_size, mode="bilinear", align_corners=False, antialias=True).float()
     mean = torch.tensor(card.mean).view(1, 3, 1, 1)
     std = torch.tensor(card.std).view(1, 3, 1, 1)
     with torch.no_grad():
@@ -49,6 +53,11 @@ def test_matches_reference_pipeline(ort_seg: Segmenter, rt_model: nn.Module, rt_
     np.testing.assert_array_equal(result.mask, ref.argmax(0).numpy())
     np.testing.assert_allclose(result.probs.sum(0), 1.0, atol=1e-5)
     assert ort_seg.info["backend"] == "onnxruntime" and ort_seg.input_size == (32, 48)
+    # The class map alone takes the boundary-only upsampling path: same labels.
+    np.testing.assert_array_equal(ort_seg(frame).mask, result.mask)
+    # And the uint8 resize stays within rounding of the float evaluation transform.
+    float_ref = _reference_logits(rt_model, rt_card, frame, uint8_resize=False)
+    assert np.abs(result.logits - float_ref.numpy()).max() < 0.05
 
 
 def test_torch_backend_agrees_with_onnxruntime(

@@ -1,0 +1,63 @@
+"""Pre/postprocessing kernels: the fast paths equal the plain computations they replace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from edgeseg.runtime.processing import (
+    Colorizer,
+    Preprocessor,
+    default_palette,
+    labels_from_logits,
+    resize_logits,
+    upsample_labels,
+)
+
+
+def _smooth_logits(n: int, k: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Scores that vary smoothly in space, like a network's: large uniform regions, some boundaries."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(n, k, max(2, h // 8), max(2, w // 8), generator=g)
+    return F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) * 4
+
+
+@pytest.mark.parametrize(
+    ("low", "size"),
+    [((32, 48), (128, 256)), ((33, 17), (95, 61)), ((40, 40), (41, 39)), ((16, 16), (16, 16))],
+)
+def test_upsample_labels_equals_upsample_then_argmax(low: tuple[int, int], size: tuple[int, int]) -> None:
+    logits = _smooth_logits(2, 5, *low)
+    plain = labels_from_logits(resize_logits(logits, size))
+    fast = upsample_labels(logits, size)
+    assert fast.shape == (2, *size) and fast.dtype == torch.uint8
+    assert (fast == plain).float().mean() > 0.9999  # equal up to float rounding in near-ties
+
+
+def test_upsample_labels_on_noise_falls_back_and_agrees() -> None:
+    logits = torch.randn(1, 7, 20, 30, generator=torch.Generator().manual_seed(1))  # boundaries everywhere
+    assert torch.equal(upsample_labels(logits, (80, 90)), labels_from_logits(resize_logits(logits, (80, 90))))
+
+
+def test_preprocessor_uint8_resize_close_to_float_eval_transform() -> None:
+    frames = torch.randint(
+        0, 256, (2, 120, 200, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    got = Preprocessor(mean, std, (48, 64))(frames)
+    x = frames.permute(0, 3, 1, 2).float() / 255  # what EvalTransform does: float resize, then normalise
+    x = F.interpolate(x, size=(48, 64), mode="bilinear", align_corners=False, antialias=True)
+    want = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert got.shape == (2, 3, 48, 64) and got.dtype == torch.float32 and got.is_contiguous()
+    # uint8 rounding of resized pixels: under one grey level, i.e. < 1/255/std in normalised units.
+    assert (got - want).abs().max() < 1.0 / 255 / min(std)
+
+
+def test_default_palette_distinct_and_colorizer_orders() -> None:
+    palette = default_palette(21)
+    assert palette[0] == [0, 0, 0] and palette[1] == [128, 0, 0] and len({tuple(c) for c in palette}) == 21
+    colorizer = Colorizer(palette)
+    labels = torch.tensor([[0, 1], [2, 3]], dtype=torch.uint8)
+    rgb, bgr = colorizer.colorize(labels), colorizer.colorize(labels, "bgr")
+    assert rgb[0, 1].tolist() == [128, 0, 0] and bgr[0, 1].tolist() == [0, 0, 128]
