@@ -1,0 +1,191 @@
+"""`edgeseg build` end to end on a small DBMSNet: artifacts, records, resume, cache, TensorRT-missing path."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from edgeseg._io import read_json, sha256_file
+from edgeseg.build import Build, BuildOptions, BuildRecord, Reporter
+from edgeseg.checkpoint import ModelCard, save_model
+from edgeseg.cli import main
+from edgeseg.errors import EdgesegError
+from edgeseg.trt import tensorrt_available
+
+HAS_TRT = tensorrt_available()[0]
+NO_TRT = pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed: the engine is built, not skipped")
+
+
+class RecordingReporter(Reporter):
+    """Keeps what a build reports, for assertions."""
+
+    def __init__(self) -> None:
+        self.stages: dict[str, str] = {}
+        self.notes: list[str] = []
+
+    def stage(self, name: str, status: str, detail: str = "") -> None:
+        self.stages[name] = status
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Any]:
+        yield lambda done, total: None
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from edgeseg.data.synthetic import SYNTHETIC_CLASSES, write_synthetic
+    from edgeseg.models import build_model
+
+    root = tmp_path_factory.mktemp("build")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("dbmsnet_r18_os16", num_classes=7, width=0.25).eval()
+    card = ModelCard(preset="dbmsnet_r18_os16", num_classes=7, overrides={"width": 0.25},
+                     class_names=list(SYNTHETIC_CLASSES), input_size=(64, 64), dataset="synthetic")
+    save_model(root / "tiny.pt", model, card)
+    write_synthetic(root / "cal", 4, size=64, split="calib")
+    torch.set_num_threads(previous)
+    return {"root": root, "bundle": root / "tiny.pt", "cal": root / "cal", "engines": root / "engines"}
+
+
+def _options(ws: dict[str, Path], **kwargs: Any) -> BuildOptions:
+    # A random-weight model: the accuracy guard and the validation gate get generous budgets (both
+    # are tested on purpose-built models in tests/precision and by the validate tests).
+    base = dict(model=str(ws["bundle"]), out_dir=ws["engines"], calib_data=str(ws["cal"]), calib_size=4,
+                val_data="synthetic::val", val_size=4, max_miou_drop=100.0, min_agreement=0.0)
+    return BuildOptions(**{**base, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def int8_build(workspace: dict[str, Path]) -> tuple[Any, RecordingReporter]:
+    torch.set_num_threads(1)
+    reporter = RecordingReporter()
+    return Build(_options(workspace, precision="int8"), reporter).run(), reporter
+
+
+@NO_TRT
+def test_int8_build_writes_every_artifact_and_skips_the_engine(int8_build: tuple) -> None:
+    result, reporter = int8_build
+    folder = result.folder
+    assert folder.name == "tiny" and result.deploy_onnx == folder / "model.int8.onnx"
+    for name in ("card.json", "model.onnx", "model.sim.onnx", "model.int8.onnx", "build.json", "report.json"):
+        assert (folder / name).is_file(), name
+    assert len(list((folder / "calib_cache").glob("*.cache"))) == 1
+    assert not list(folder.glob("*.engine")) and not list(folder.glob("*.engine.json"))
+    record = read_json(folder / "build.json")
+    assert record["options"]["precision"] == "int8" and record["options"]["checkpoint"].endswith("tiny.pt")
+    stages = record["stages"]
+    assert [s for s in stages if stages[s]["status"] == "done"] == [
+        "card", "export", "simplify", "calibrate", "quantize", "validate"]
+    for stage in stages.values():  # every recorded output is the file on disk
+        for out in stage["outputs"].values():
+            assert sha256_file(folder / out["path"]) == out["sha256"]
+    assert stages["simplify"]["results"]["nodes_before"] >= stages["simplify"]["results"]["nodes_after"]
+    assert stages["quantize"]["results"]["accuracy_guard"]["status"] == "done"
+    assert stages["engine:int8"]["status"] == "skipped" and stages["engine:int8"]["reason"]
+    report = read_json(folder / "report.json")
+    assert report["engine"]["status"] == "skipped" and report["engine"]["reason"]
+    assert report["engine"]["finish_with"] == f"edgeseg build --from-onnx {folder / 'model.int8.onnx'}"
+    hints = [n for n in reporter.notes if "finish on the target with: edgeseg build --from-onnx" in n]
+    assert len(hints) == 1 and "\n" not in hints[0]
+
+
+@NO_TRT
+def test_rebuild_reuses_stages_and_calibration_cache(int8_build: tuple, workspace: dict[str, Path],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeseg.precision.ranges as ranges
+
+    calls = []
+    monkeypatch.setattr(ranges, "collect_ranges", lambda *a, **k: calls.append(a) or {})
+    reporter = RecordingReporter()
+    # Only the guard budget changed: calibration is reused, quantization re-runs.
+    result = Build(_options(workspace, precision="int8", max_miou_drop=50.0), reporter).run()
+    assert calls == []
+    assert reporter.stages["card"] == reporter.stages["export"] == reporter.stages["simplify"] == "cached"
+    assert reporter.stages["calibrate"] == "cached" and reporter.stages["quantize"] == "done"
+    assert any("calibration cache hit" in n for n in reporter.notes)
+    stages = read_json(result.folder / "build.json")["stages"]
+    assert stages["calibrate"]["results"]["reused"] is False  # still the record of the original run
+    assert stages["quantize"]["options"]["max_miou_drop"] == 50.0
+    # Without its record, the calibration stage still finds the keyed cache instead of recalibrating.
+    BuildRecord(result.folder).forget("calibrate")
+    Build(_options(workspace, precision="int8", max_miou_drop=50.0), RecordingReporter()).run()
+    assert calls == []
+    assert read_json(result.folder / "build.json")["stages"]["calibrate"]["results"]["reused"] is True
+
+
+@NO_TRT
+def test_from_onnx_and_require_engine(int8_build: tuple, capsys: pytest.CaptureFixture) -> None:
+    result, _ = int8_build
+    onnx_path = result.folder / "model.int8.onnx"
+    with pytest.raises(EdgesegError, match="the graph is int8, but --precision fp16"):
+        Build(BuildOptions(from_onnx=onnx_path, precision="fp16")).run()
+    # Skips export and calibration, reuses the validation, then refuses to skip the engine.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["build", "--from-onnx", str(onnx_path), "--require-engine", "--min-agreement", "0",
+              "--val-data", "synthetic::val", "--val-size", "4"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--require-engine: TensorRT is not available" in errors[0]
+    assert not list(result.folder.glob("*.engine"))
+
+
+def test_fp16_build_reuses_the_export(int8_build: tuple, workspace: dict[str, Path]) -> None:
+    reporter = RecordingReporter()
+    result = Build(_options(workspace, precision="fp16"), reporter).run()
+    assert reporter.stages["export"] == "cached" and reporter.stages["fp16"] == "done"
+    assert result.deploy_onnx.name == "model.fp16.onnx" and result.deploy_onnx.is_file()
+    candidates = {Path(c["artifact"]).name: c for c in read_json(result.folder / "report.json")["candidates"]}
+    assert candidates["model.fp16.onnx"]["passed"]
+    assert {"model.int8.onnx", "model.sim.onnx"} <= set(candidates)  # every graph in the folder
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["build", "-m", "no/such/model.pt"], "checkpoint not found"),
+    (["build", "--calib-method", "kl", "-m", "x.pt"], "--calib-method must be one of"),
+    (["build", "--shapes", "1,2"], "--shapes expects three batch sizes"),
+])
+def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture,
+                                             tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and "\n" not in err
+    assert not (tmp_path / "engines").exists()
+
+
+def test_non_model_onnx_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    junk = tmp_path / "model.int8.onnx"
+    junk.write_text("definitely not protobuf")
+    with pytest.raises(SystemExit):
+        main(["build", "--from-onnx", str(junk)])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not an ONNX model" in err and "\n" not in err
+
+
+def test_empty_calibration_folder_leaves_no_int8_artifact(int8_build: tuple, workspace: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    result, _ = int8_build
+    # A copy of the build without its INT8 outputs: export and simplify are reused from the records.
+    copy = tmp_path / "engines" / "tiny"
+    shutil.copytree(result.folder, copy, ignore=shutil.ignore_patterns("model.int8.onnx", "calib_cache",
+                                                                        "report.json", "*.png"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgesegError, match="no images"):
+        Build(_options(workspace, precision="int8", out_dir=tmp_path / "engines",
+                       calib_data=str(tmp_path / "empty"))).run()
+    assert not (copy / "model.int8.onnx").exists()
+    assert not list(copy.glob("calib_cache/*"))
+    assert not (copy / "report.json").exists()
