@@ -3,7 +3,7 @@
 The op itself (schema, CPU and CUDA kernels) is compiled into ``edgeseg._C`` from ``cpp_ext/``.
 Importing this module loads that library, which registers the op, and then registers the op's
 fake implementation (output shape and dtype only) so ``torch.compile`` and ``torch.export`` can
-trace through it.
+trace through it, and an autograd formula that refuses backward: the op is inference-only.
 
 When the library was not built (``EDGESEG_BUILD_EXT=0``, no compiler at install time) or has no
 kernel for a tensor's device, :func:`fused_ddc` runs :func:`~edgeseg.ops.reference.fused_ddc_reference`
@@ -65,6 +65,18 @@ if _LOAD_ERROR is None:
         torch._check(tuple(weight.shape) == (4, c, 3, 3), lambda: "fused_ddc: weight must be (4, C, 3, 3)")
         torch._check(len(dilations) == 4, lambda: "fused_ddc: expected 4 dilations")
         return x.new_empty((n, NUM_BRANCHES * c, h, w))
+
+    def _setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
+        pass
+
+    def _no_backward(ctx: object, grad: Tensor) -> None:
+        # Without an autograd kernel PyTorch would only warn and return wrong (absent) gradients.
+        raise RuntimeError(
+            "edgeseg::fused_ddc is inference-only and has no backward; train the unfused model "
+            "(DDCBlock) and fuse after training"
+        )
+
+    torch.library.register_autograd(_OP_NAME, _no_backward, setup_context=_setup_context)
 
 
 def extension_available() -> bool:

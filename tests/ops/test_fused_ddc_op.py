@@ -159,18 +159,17 @@ def test_cpu_kernel_is_fp32_only() -> None:
 
 @pytest.mark.parametrize("residual", [True, False])
 def test_opcheck(residual: bool) -> None:
-    # Schema, fake (meta) implementation, dispatch registrations; no autograd: the op is inference-only.
+    # Schema, fake (meta) implementation, autograd registration, AOT dispatch (static and dynamic).
     args = sample_inputs("cpu", (2, 3, 7, 10), (5, 7, 11, 13), residual=residual)
-    torch.library.opcheck(
-        torch.ops.edgeseg.fused_ddc.default,
-        args,
-        test_utils=(
-            "test_schema",
-            "test_faketensor",
-            "test_aot_dispatch_static",
-            "test_aot_dispatch_dynamic",
-        ),
-    )
+    torch.library.opcheck(torch.ops.edgeseg.fused_ddc.default, args)
+
+
+def test_backward_is_refused() -> None:
+    x, weight, dil, scale, shift, pooled, residual = sample_inputs("cpu", (1, 2, 5, 6), (1, 3, 5, 7))
+    x.requires_grad_(True)
+    y = torch.ops.edgeseg.fused_ddc.default(x, weight, dil, scale, shift, pooled, residual)
+    with pytest.raises(RuntimeError, match="inference-only"):
+        y.sum().backward()
 
 
 def test_fallback_to_reference_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
