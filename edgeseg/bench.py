@@ -297,10 +297,17 @@ def plan_cases(
             if not trt_ok:
                 skipped[name] = trt_reason
                 continue
-            from edgeseg.runners.trt import TrtRunner
-
-            cases.append(RunnerCase(name, "tensorrt", precision, "cuda", lambda e=engine: TrtRunner(e)))
+            cases.append(RunnerCase(name, "tensorrt", precision, "cuda", _trt_factory(engine)))
     return cases, skipped, tuple(input_size) if input_size else None  # type: ignore[return-value]
+
+
+def _trt_factory(engine: Path) -> Callable[[], BaseRunner]:
+    def make() -> BaseRunner:
+        from edgeseg.runners.trt import TrtRunner
+
+        return TrtRunner(engine)
+
+    return make
 
 
 def _ort_case(path: Path, threads: int | None) -> RunnerCase:
