@@ -154,6 +154,7 @@ def test_fp16_build_reuses_the_export(int8_build: tuple, workspace: dict[str, Pa
     (["build", "-m", "no/such/model.pt"], "checkpoint not found"),
     (["build", "--calib-method", "kl", "-m", "x.pt"], "--calib-method must be one of"),
     (["build", "--shapes", "1,2"], "--shapes expects three batch sizes"),
+    (["build", "-m", "dbmsnet_r18_os16", "--plugin", "fused-ddc"], "builds --precision fp32 only"),
 ])
 def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture,
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ __all__ = [
     "PLUGINS",
     "DEMO_MODEL",
     "DEMO_CALIBRATION",
+    "DEFAULT_PLUGIN_LIB",
     "resolve_model",
 ]
 
@@ -27,6 +28,8 @@ PLUGINS = ("fused-ddc",)
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_dbmsnet.pt"
 #: Manifest (in ``calibration/``) of the demo model's calibration and validation data.
 DEMO_CALIBRATION = "demo"
+#: Where ``cpp_ext``'s CMake build puts the ``EdgesegFusedDDC`` TensorRT plugin library.
+DEFAULT_PLUGIN_LIB = Path("build/trt/libedgeseg_trt_plugins.so")
 
 
 @dataclass
@@ -59,7 +62,10 @@ class BuildOptions:
         workspace: TensorRT workspace in GiB. Defaults to the builder's default.
         dla_core: DLA core (Jetson). Defaults to the GPU.
         timing_cache: TensorRT timing-cache file. Defaults to ``<build>/timing.cache``.
-        plugin: ``fused-ddc`` to export DDC blocks as the TensorRT plugin. Defaults to none.
+        plugin: ``fused-ddc`` to export DDC blocks as the TensorRT plugin (fp32 builds only).
+            Defaults to none.
+        plugin_lib: the plugin's shared library for the engine build. Defaults to
+            :data:`DEFAULT_PLUGIN_LIB`.
     """
 
     precision: str | None = None
@@ -85,6 +91,7 @@ class BuildOptions:
     dla_core: int | None = None
     timing_cache: Path | None = None
     plugin: str | None = None
+    plugin_lib: Path | None = None
 
     def __post_init__(self) -> None:
         from edgeseg.precision.ranges import CALIBRATION_METHODS

@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg._io import read_json, write_json
-from edgeseg.build.options import DEMO_CALIBRATION, BuildOptions, ModelSource, resolve_model
+from edgeseg.build.options import (
+    DEFAULT_PLUGIN_LIB,
+    DEMO_CALIBRATION,
+    BuildOptions,
+    ModelSource,
+    resolve_model,
+)
 from edgeseg.build.record import BuildRecord
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
@@ -140,6 +146,11 @@ class Build:
         source = resolve_model(self.options.model)
         self.source = source
         precision = self.options.precision or "int8"
+        if self.options.plugin is not None and precision != "fp32" and until is None:
+            # Model Optimizer runs custom ops through its TensorRT execution provider, so FP16 / INT8
+            # conversion of a graph with plugin nodes cannot happen without TensorRT.
+            raise EdgesegError(f"--plugin {self.options.plugin} builds --precision fp32 only: {precision} "
+                               "conversion of a graph with plugin nodes needs TensorRT")
         self.folder = Path(self.options.out_dir) / (self.options.name or source.name)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.record = BuildRecord(self.folder)
@@ -568,8 +579,11 @@ class Build:
         else:
             with self._timed("validate") as info:
                 start = time.perf_counter()
+                engine_built = engine["status"] == "built"
+                plugin_libs = [self._plugin_library()] if self.options.plugin and engine_built else []
                 report = validate(self.folder, checkpoint=self._checkpoint(), data=data, num_images=size,
-                                  tolerances=tolerances, engine=engine, progress=self.reporter.show_progress)
+                                  tolerances=tolerances, engine=engine, plugin_libs=plugin_libs,
+                                  progress=self.reporter.show_progress)
                 self.record.record("validate", inputs=inputs, outputs={"report": report_path},
                                    options=options, results={"passed": report.get("passed")},
                                    duration_s=time.perf_counter() - start)
@@ -608,9 +622,18 @@ class Build:
         self.reporter.stage("engine", "skipped", reason)
         return {"status": "skipped", "reason": reason, "finish_with": hint}
 
+    def _plugin_library(self) -> Path:
+        """The compiled ``EdgesegFusedDDC`` TensorRT plugin library (``--plugin-lib``)."""
+        path = Path(self.options.plugin_lib or DEFAULT_PLUGIN_LIB)
+        if not path.is_file():
+            raise EdgesegError(f"{path}: TensorRT plugin library not found; build it with `cmake -S cpp_ext "
+                               "-B build/trt && cmake --build build/trt` or pass --plugin-lib")
+        return path
+
     def _engine_options(self) -> dict[str, Any]:
         return {"workspace_gib": self.options.workspace, "dla_core": self.options.dla_core,
-                "shapes": self.options.shapes, "plugin": self.options.plugin}
+                "shapes": self.options.shapes, "plugin": self.options.plugin,
+                "plugin_lib": self.options.plugin_lib}
 
     def _build_engine(self, deploy: Path, precision: str, engine_path: Path) -> dict[str, Any]:
         from edgeseg.trt import build_engine
@@ -623,7 +646,7 @@ class Build:
             h, w = self.card.input_size
             kwargs["shapes"] = {"images": tuple((b, 3, h, w) for b in self.options.shapes)}
         if self.options.plugin == "fused-ddc":
-            kwargs["plugin_libs"] = [_plugin_library()]
+            kwargs["plugin_libs"] = [self._plugin_library()]
         with self._timed("engine") as info:
             meta = build_engine(deploy, engine_path, **kwargs)
             self.record.record(f"engine:{precision}", inputs={"onnx": deploy},
@@ -636,6 +659,3 @@ class Build:
                 "tensorrt_version": meta.get("tensorrt_version"), "gpu": meta.get("gpu")}
 
 
-def _plugin_library() -> str:
-    """Path of the compiled ``EdgesegFusedDDC`` TensorRT plugin library."""
-    raise EdgesegError("--plugin fused-ddc: the TensorRT plugin library is not built here")

@@ -111,7 +111,9 @@ def register(app: typer.Typer) -> None:
         dla_core: int = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson)."),
         timing_cache: Path = typer.Option(
             None, "--timing-cache", help="TensorRT timing cache. [default: <build>/timing.cache]"),
-        plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as the TensorRT plugin."),
+        plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as TensorRT plugin (fp32)."),
+        plugin_lib: Path = typer.Option(
+            None, "--plugin-lib", help="Plugin library. [default: build/trt/libedgeseg_trt_plugins.so]"),
         json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout at the end."),
     ) -> None:
         import json
@@ -128,7 +130,7 @@ def register(app: typer.Typer) -> None:
             int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, val_data=val_data,
             val_size=val_size, min_agreement=min_agreement, from_onnx=from_onnx,
             require_engine=require_engine, workspace=workspace, dla_core=dla_core,
-            timing_cache=timing_cache, plugin=plugin,
+            timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib,
         )
         result = Build(options, _RichReporter()).run()
         console.print(_summary_table(result))

@@ -113,3 +113,23 @@ def test_load_onnx_rejects_a_non_model(tmp_path: Path) -> None:
         load_onnx(bogus)
     with pytest.raises(EdgesegError, match="not found"):
         load_onnx(tmp_path / "missing.onnx")
+
+
+def test_fused_model_exports_plugin_nodes(dbmsnet: torch.nn.Module, tmp_path: Path) -> None:
+    import copy
+
+    from edgeseg.export import check_trt_compat, simplify_onnx
+    from edgeseg.ops.fused_ddc_op import extension_available
+    from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, custom_translation_table
+
+    if not extension_available():
+        pytest.skip("the compiled fused_ddc op (edgeseg._C) is not built here")
+    fused = copy.deepcopy(dbmsnet).fuse()
+    raw, sim = tmp_path / "model.onnx", tmp_path / "model.sim.onnx"
+    export_onnx(fused, raw, ExportConfig(input_size=DBMS_SIZE), translation_table=custom_translation_table())
+    simplify_onnx(raw, sim)  # without onnxsim's ONNX Runtime check, which cannot run plugin nodes
+    for path in (raw, sim):
+        model = onnx.load(path)
+        plugins = [n for n in model.graph.node if n.op_type == PLUGIN_NAME]
+        assert len(plugins) == 3 and all(n.domain == PLUGIN_DOMAIN for n in plugins)  # S, M, L blocks
+        assert check_trt_compat(path).plugins == [PLUGIN_NAME]
