@@ -30,6 +30,7 @@ from edgeseg.errors import EdgesegError
 
 __all__ = [
     "PLUGIN_DOMAIN",
+    "PLUGIN_DOMAIN_VERSION",
     "PLUGIN_NAME",
     "PLUGIN_NAMESPACE",
     "PLUGIN_VERSION",
@@ -135,19 +136,25 @@ def plugin_nodes(model: Any) -> list[Any]:
         The plugin nodes in graph order (possibly empty).
 
     Raises:
-        EdgesegError: a node has the plugin's op_type but not its domain, attributes or inputs, or
-            the model does not import the plugin domain.
+        EdgesegError: a node of the plugin domain (or an ``EdgesegFusedDDC`` node of the default
+            domain) is not exactly the plugin node, or the model does not import the plugin domain.
     """
     import onnx
 
-    nodes = [n for n in model.graph.node if n.op_type == PLUGIN_NAME]
+    # Other custom domains (e.g. onnxruntime-extensions' copy of the node) are not TensorRT's concern.
+    default_domain = ("", "ai.onnx")
+    nodes = [
+        n
+        for n in model.graph.node
+        if n.domain == PLUGIN_DOMAIN or (n.op_type == PLUGIN_NAME and n.domain in default_domain)
+    ]
     if nodes and not any(o.domain == PLUGIN_DOMAIN for o in model.opset_import):
         raise EdgesegError(f"ONNX model has {PLUGIN_NAME} nodes but no '{PLUGIN_DOMAIN}' opset_import")
     for node in nodes:
-        where = f"{PLUGIN_NAME} node '{node.name}'"
+        where = f"{node.domain or 'ai.onnx'}::{node.op_type} node '{node.name}'"
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.domain != PLUGIN_DOMAIN:
-            raise EdgesegError(f"{where}: domain '{node.domain}', expected '{PLUGIN_DOMAIN}'")
+        if node.domain != PLUGIN_DOMAIN or node.op_type != PLUGIN_NAME:
+            raise EdgesegError(f"{where}: expected op_type '{PLUGIN_NAME}' in domain '{PLUGIN_DOMAIN}'")
         if attrs.get("plugin_version") != PLUGIN_VERSION.encode() or (
             attrs.get("plugin_namespace") != PLUGIN_NAMESPACE.encode()
         ):

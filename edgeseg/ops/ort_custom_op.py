@@ -9,6 +9,10 @@ the standard-op graph, or with PyTorch, before it ever reaches TensorRT.
 onnxruntime-extensions serves Python custom ops from its own domain (``ai.onnx.contrib``) with scalar
 attributes only, so the session runs a rewritten copy: plugin nodes move to that domain and their
 ``dilations`` become a comma-separated string. The file on disk is never changed.
+
+Tools that run ONNX Runtime themselves (onnxsim's equality check, calibration) can use the same pair of
+rewrites: ``to_onnxruntime_graph`` → tool with ``register_custom_ops()`` as its custom-op library →
+``from_onnxruntime_graph`` restores the plugin nodes exactly as TensorRT's parser expects them.
 """
 
 from __future__ import annotations
@@ -18,17 +22,33 @@ import os
 from typing import Any
 
 from edgeseg.errors import EdgesegError, MissingDependencyError
-from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, plugin_nodes
+from edgeseg.ops.onnx_plugin import (
+    PLUGIN_DOMAIN,
+    PLUGIN_DOMAIN_VERSION,
+    PLUGIN_NAME,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    plugin_nodes,
+)
 
-__all__ = ["ort_session", "to_onnxruntime_graph"]
+__all__ = ["from_onnxruntime_graph", "ort_session", "register_custom_ops", "to_onnxruntime_graph"]
 
 # Python custom ops have a fixed input count, hence one op type per arity.
 _ORT_OP_TYPES = {6: PLUGIN_NAME, 5: f"{PLUGIN_NAME}NoResidual"}
 
 
 @functools.cache
-def _register_custom_ops() -> str:
-    """Register the Python custom ops once per process; returns the extensions library path."""
+def register_custom_ops() -> str:
+    """Register the plugin node's Python custom ops (once per process) with onnxruntime-extensions.
+
+    Returns:
+        Path of the onnxruntime-extensions library: pass it to
+        ``SessionOptions.register_custom_ops_library`` (or onnxsim's ``custom_lib``) so a session in
+        this process runs the nodes of :func:`to_onnxruntime_graph` on the fused op's CPU kernel.
+
+    Raises:
+        MissingDependencyError: onnxruntime-extensions is not installed.
+    """
     try:
         from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
     except ImportError:
@@ -82,9 +102,50 @@ def to_onnxruntime_graph(model: Any) -> Any:
         del node.attribute[:]
         node.attribute.append(onnx.helper.make_attribute("dilations", ",".join(str(d) for d in dilations)))
     imports = [o for o in out.opset_import if o.domain != PLUGIN_DOMAIN]
+    if not any(o.domain == domain for o in imports):
+        imports.append(onnx.helper.make_opsetid(domain, 1))
     del out.opset_import[:]
     out.opset_import.extend(imports)
-    out.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    return out
+
+
+def from_onnxruntime_graph(model: Any) -> Any:
+    """Undo :func:`to_onnxruntime_graph`: a copy with the custom ops back as ``EdgesegFusedDDC`` nodes.
+
+    Args:
+        model: an ``onnx.ModelProto`` produced by :func:`to_onnxruntime_graph` (possibly transformed
+            since, e.g. simplified).
+
+    Returns:
+        The plugin-form ``onnx.ModelProto`` (checked by :func:`~edgeseg.ops.onnx_plugin.plugin_nodes`).
+    """
+    import onnx
+    from onnxruntime_extensions import default_opset_domain
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    domain = default_opset_domain()
+    ort_types = set(_ORT_OP_TYPES.values())
+    for node in out.graph.node:
+        if node.domain != domain or node.op_type not in ort_types:
+            continue
+        text = next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "dilations")
+        node.domain = PLUGIN_DOMAIN
+        node.op_type = PLUGIN_NAME
+        del node.attribute[:]
+        node.attribute.extend([
+            onnx.helper.make_attribute("dilations", [int(d) for d in text.decode().split(",")]),
+            onnx.helper.make_attribute("plugin_version", PLUGIN_VERSION),
+            onnx.helper.make_attribute("plugin_namespace", PLUGIN_NAMESPACE),
+        ])  # fmt: skip
+    still_used = any(n.domain == domain for n in out.graph.node)
+    imports = [
+        o for o in out.opset_import if o.domain != PLUGIN_DOMAIN and (still_used or o.domain != domain)
+    ]
+    del out.opset_import[:]
+    out.opset_import.extend(imports)
+    out.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, PLUGIN_DOMAIN_VERSION))
+    plugin_nodes(out)
     return out
 
 
@@ -111,7 +172,7 @@ def ort_session(model: Any, *, threads: int | None = None) -> Any:
             model = onnx.load(os.fspath(model))
         except Exception as e:  # protobuf decode errors come in many types
             raise EdgesegError(f"{model}: not a readable ONNX model ({type(e).__name__})") from None
-    library = _register_custom_ops()
+    library = register_custom_ops()
     options = ort.SessionOptions()
     options.register_custom_ops_library(library)
     if threads is not None:

@@ -17,7 +17,12 @@ from torch import nn
 from edgeseg.errors import EdgesegError
 from edgeseg.ops import fuse_model, fused_ddc
 from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, custom_translation_table, plugin_nodes
-from edgeseg.ops.ort_custom_op import ort_session
+from edgeseg.ops.ort_custom_op import (
+    from_onnxruntime_graph,
+    ort_session,
+    register_custom_ops,
+    to_onnxruntime_graph,
+)
 
 
 def _export(model: nn.Module, x: torch.Tensor, *, plugin: bool) -> onnx.ModelProto:
@@ -105,3 +110,28 @@ def test_plugin_nodes_rejects_broken_node() -> None:
     model.opset_import.pop()
     with pytest.raises(EdgesegError, match="no 'edgeseg' opset_import"):
         plugin_nodes(model)
+
+
+def test_onnxruntime_round_trip_through_onnxsim(tiny_ddc_net) -> None:
+    # The path for tools that run ONNX Runtime themselves: rewrite, run the tool with the custom-op
+    # library, rewrite back; the plugin nodes come back exactly as exported.
+    import onnxsim
+
+    x = torch.randn(1, 3, 16, 20)
+    plugin = _export(fuse_model(copy.deepcopy(tiny_ddc_net)), x, plugin=True)
+    ort_form = to_onnxruntime_graph(plugin)
+    assert not plugin_nodes(ort_form)
+    simplified, ok = onnxsim.simplify(ort_form, check_n=1, custom_lib=register_custom_ops())
+    assert ok
+    restored = from_onnxruntime_graph(simplified)
+
+    def attributes(model: onnx.ModelProto) -> list[dict]:
+        return [
+            {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in plugin_nodes(model)
+        ]
+
+    assert attributes(restored) == attributes(plugin)
+    assert {o.domain for o in restored.opset_import} == {"", PLUGIN_DOMAIN}
+    got = ort_session(restored).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, tiny_ddc_net(x).numpy(), atol=1e-5, rtol=0)
