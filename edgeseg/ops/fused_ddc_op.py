@@ -66,9 +66,6 @@ if _LOAD_ERROR is None:
         torch._check(len(dilations) == 4, lambda: "fused_ddc: expected 4 dilations")
         return x.new_empty((n, NUM_BRANCHES * c, h, w))
 
-    def _setup_context(ctx: object, inputs: tuple, output: Tensor) -> None:
-        pass
-
     def _no_backward(ctx: object, grad: Tensor) -> None:
         # Without an autograd kernel PyTorch would only warn and return wrong (absent) gradients.
         raise RuntimeError(
@@ -76,7 +73,7 @@ if _LOAD_ERROR is None:
             "(DDCBlock) and fuse after training"
         )
 
-    torch.library.register_autograd(_OP_NAME, _no_backward, setup_context=_setup_context)
+    torch.library.register_autograd(_OP_NAME, _no_backward)
 
 
 def extension_available() -> bool:
