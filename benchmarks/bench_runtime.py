@@ -225,6 +225,8 @@ def main() -> None:
     parser.add_argument("--video-frames", type=int, default=40, help="frames in the generated clip")
     parser.add_argument("--batch", type=int, default=1, help="pipeline batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (pre/post)")
+    parser.add_argument("--standin", action="store_true",
+                        help="use the random-weight DBMSNet-R18 (256x512) even when the demo model exists")
     parser.add_argument("--gpu", action="store_true", help="also run the CUDA PyTorch comparison")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/runtime.json"))
     args = parser.parse_args()
@@ -238,7 +240,7 @@ def main() -> None:
         else:
             if args.model:
                 bundle, model_desc = args.model, f"bundle {args.model}"
-            elif DEMO_MODEL.is_file():
+            elif DEMO_MODEL.is_file() and not args.standin:
                 bundle, model_desc = DEMO_MODEL, f"demo model {DEMO_MODEL.name}"
             else:
                 bundle = small_dbmsnet_bundle(folder)

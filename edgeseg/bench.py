@@ -514,73 +514,90 @@ def run_benchmarks(
     Returns:
         One :class:`BenchResult` per case and batch, failures recorded in ``skipped``.
     """
-    from edgeseg.power import PowerSampler
-
     results = []
     for case in cases:
+        gpu_baseline = _reset_memory_stats(case)
         rss_reset = reset_peak_rss()
-        gpu = case.device == "cuda"
-        if gpu:
-            import torch
-
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            baseline = _gpu_used_mb()
         try:
             case.open()
         except EdgesegError as e:
-            results += [
-                BenchResult(case.name, case.backend, case.precision, case.device, b, skipped=str(e))
-                for b in batches
-            ]
+            for batch in batches:
+                results.append(
+                    BenchResult(case.name, case.backend, case.precision, case.device, batch, skipped=str(e))
+                )
+                if on_step is not None:
+                    on_step(f"{case.name} batch {batch}")
             continue
         try:
             for batch in batches:
-                result = BenchResult(case.name, case.backend, case.precision, case.device, batch)
-                try:
-                    step = case.make_step(batch, input_size)
-                    for _ in range(warmup):
-                        step()
-                    if power_source is not None:
-                        with PowerSampler(power_source) as sampler:
-                            times = time_calls(step, iters, case.device)
-                        power = sampler.summary()
-                    else:
-                        times, power = time_calls(step, iters, case.device), None
-                except EdgesegError as e:
-                    result.skipped = str(e)
-                    results.append(result)
-                    continue
-                ms = np.array(times) * 1000.0
-                result.iters = iters
-                result.latency_ms = {
-                    "p50": float(np.percentile(ms, 50)),
-                    "p90": float(np.percentile(ms, 90)),
-                    "p99": float(np.percentile(ms, 99)),
-                    "mean": float(ms.mean()),
-                    "min": float(ms.min()),
-                }
-                result.throughput_fps = batch * 1000.0 / result.latency_ms["mean"]
-                result.peak_rss_mb = peak_rss_mb()
-                result.rss_scope = "case" if rss_reset else "process"
-                if gpu:
-                    import torch
-
-                    result.gpu_mem_mb = (
-                        torch.cuda.max_memory_allocated() / 2**20
-                        if case.torch_memory()
-                        else _gpu_used_mb() - baseline
-                    )
-                if power is not None:
-                    result.power_mw = power.avg_total_mw
-                    result.power_source = power.source
-                    result.energy_mj_per_frame = power.energy_per_item_mj(sum(times), batch * iters)
+                result = _measure(case, batch, input_size, warmup, iters, power_source)
+                if result.skipped is None:
+                    result.rss_scope = "case" if rss_reset else "process"
+                    if gpu_baseline is not None:
+                        result.gpu_mem_mb = _gpu_memory_mb(case, gpu_baseline)
                 results.append(result)
                 if on_step is not None:
                     on_step(f"{case.name} batch {batch}")
         finally:
             case.close()
     return results
+
+
+def _reset_memory_stats(case: BenchCase) -> float | None:
+    """Reset PyTorch's peak-memory counter; return device-wide used MiB before the case (GPU only)."""
+    if case.device != "cuda":
+        return None
+    import torch
+
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    return _gpu_used_mb()
+
+
+def _gpu_memory_mb(case: BenchCase, baseline: float) -> float:
+    import torch
+
+    if case.torch_memory():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return _gpu_used_mb() - baseline  # TensorRT / ONNX Runtime allocate outside PyTorch
+
+
+def _measure(
+    case: BenchCase, batch: int, input_size: tuple[int, int], warmup: int, iters: int, power_source: Any
+) -> BenchResult:
+    from edgeseg.power import PowerSampler
+
+    result = BenchResult(case.name, case.backend, case.precision, case.device, batch)
+    try:
+        step = case.make_step(batch, input_size)
+        for _ in range(warmup):
+            step()
+        power = None
+        if power_source is not None:
+            with PowerSampler(power_source) as sampler:
+                times = time_calls(step, iters, case.device)
+            power = sampler.summary()
+        else:
+            times = time_calls(step, iters, case.device)
+    except EdgesegError as e:
+        result.skipped = str(e)
+        return result
+    ms = np.array(times) * 1000.0
+    result.iters = iters
+    result.latency_ms = {
+        "p50": float(np.percentile(ms, 50)),
+        "p90": float(np.percentile(ms, 90)),
+        "p99": float(np.percentile(ms, 99)),
+        "mean": float(ms.mean()),
+        "min": float(ms.min()),
+    }
+    result.throughput_fps = batch * 1000.0 / result.latency_ms["mean"]
+    result.peak_rss_mb = peak_rss_mb()
+    if power is not None:
+        result.power_mw = power.avg_total_mw
+        result.power_source = power.source
+        result.energy_mj_per_frame = power.energy_per_item_mj(sum(times), batch * iters)
+    return result
 
 
 def plot_results(results: Sequence[BenchResult], path: str | os.PathLike[str]) -> None:

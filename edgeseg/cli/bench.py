@@ -110,38 +110,38 @@ def register(app: typer.Typer) -> None:
         if any(r.skipped is None for r in results):
             plot_results(results, folder / "bench.png")
 
-        table = Table(title=f"edgeseg bench {target} ({input_size[0]}x{input_size[1]})")
-        for col in (
-            "case",
-            "device",
-            "batch",
-            "p50 ms",
-            "p90 ms",
-            "p99 ms",
-            "frames/s",
-            "peak RSS MiB",
-            "GPU MiB",
-            "mJ/frame",
-        ):
-            table.add_column(col, justify="left" if col in ("case", "device") else "right")
-        for r in results:
-            if r.skipped:
-                table.add_row(r.case, r.device, str(r.batch), f"[yellow]skipped: {r.skipped}[/]", *[""] * 6)
-                continue
+        ran = [r for r in results if r.skipped is None]
+        gpu_col = any(r.gpu_mem_mb is not None for r in ran)
+        energy_col = any(r.energy_mj_per_frame is not None for r in ran)
+        table = Table(title=f"edgeseg bench {target.name} ({input_size[0]}x{input_size[1]})")
+        table.add_column("case", no_wrap=True)
+        for col in ("dev", "N", "p50 ms", "p90 ms", "p99 ms", "fps", "RSS MiB"):
+            table.add_column(col, justify="right", no_wrap=True)
+        if gpu_col:
+            table.add_column("GPU MiB", justify="right")
+        if energy_col:
+            table.add_column("mJ/frame", justify="right")
+        for r in ran:
             lat = r.latency_ms
-            table.add_row(
+            row = [
                 r.case,
                 r.device,
                 str(r.batch),
-                f"{lat['p50']:.2f}",
-                f"{lat['p90']:.2f}",
-                f"{lat['p99']:.2f}",
+                f"{lat['p50']:.1f}",
+                f"{lat['p90']:.1f}",
+                f"{lat['p99']:.1f}",
                 f"{r.throughput_fps:.1f}",
                 f"{r.peak_rss_mb:.0f}{'*' if r.rss_scope == 'process' else ''}",
-                "" if r.gpu_mem_mb is None else f"{r.gpu_mem_mb:.0f}",
-                "" if r.energy_mj_per_frame is None else f"{r.energy_mj_per_frame:.1f}",
-            )
+            ]
+            if gpu_col:
+                row.append("" if r.gpu_mem_mb is None else f"{r.gpu_mem_mb:.0f}")
+            if energy_col:
+                row.append("" if r.energy_mj_per_frame is None else f"{r.energy_mj_per_frame:.1f}")
+            table.add_row(*row)
         console.print(table)
+        for r in results:
+            if r.skipped is not None:
+                console.print(f"[yellow]skipped[/] {r.case} batch {r.batch}: {r.skipped}")
         for name, reason in skipped.items():
             console.print(f"[yellow]not run[/] {name}: {reason}")
         if any(r.rss_scope == "process" for r in results):

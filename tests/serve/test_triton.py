@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -103,6 +104,11 @@ def test_onnxruntime_repository(rt_build: Path, tmp_path: Path) -> None:
     assert sha256_file(model_dir / "1" / "model.onnx") == sha256_file(rt_build / "model.onnx")
     assert (model_dir / "card.json").is_file()
     assert not (model_dir / "1" / "model.plan").exists()
+    # A server running as another user must be able to read the repository (umask permitting).
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (model_dir / "config.pbtxt", model_dir / "1" / "model.onnx"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_fp16_and_options(rt_build: Path, tmp_path: Path) -> None:
