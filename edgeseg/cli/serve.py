@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
             f"wrote {result.config_path} and {result.model_path} "
             f"({result.platform}, {result.precision}, max_batch_size {result.config['max_batch_size']})"
         )
+        for note in result.notes:
+            console.print(f"note: {note}")
 
     @app.command("export-deepstream")
     def export_deepstream_cmd(

@@ -242,7 +242,7 @@ def export_deepstream(
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # keep keys' case
     parser["property"] = properties
     text = io.StringIO()
-    parser.write(text)
+    parser.write(text, space_around_delimiters=False)  # key=value, as DeepStream's samples write
     config_path = out / f"config_infer_{name}.txt"
     header = (
         f"# Written by edgeseg export-deepstream from {artifacts.root} ({precision}, {graph.name}).\n"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,7 @@ class TritonExport:
         config: the configuration as a dict (what ``config.pbtxt`` holds).
         platform: ``tensorrt_plan`` or ``onnxruntime_onnx``.
         precision: the build precision exported.
+        notes: things a deployer should know (e.g. a static batch Triton cannot batch).
     """
 
     model_dir: Path
@@ -67,6 +68,7 @@ class TritonExport:
     config: dict[str, Any]
     platform: str
     precision: str
+    notes: list[str] = field(default_factory=list)
 
 
 def export_triton(
@@ -130,7 +132,7 @@ def export_triton(
         if max_batch:
             raise EdgesegError(
                 f"{graph.name} has a static batch of {static_batch}; Triton cannot batch it "
-                "(re-export with a batch profile, e.g. edgeseg build --batch 1,4,8)"
+                "(rebuild with a batch profile, e.g. edgeseg build --shapes 1,4,8)"
             )
         max_batch_size = 0
     else:
@@ -173,7 +175,14 @@ def export_triton(
     with atomic_write(config_path, "w") as f:
         f.write(header + dumps(config) + "\n")
     write_json(model_dir / "card.json", artifacts.card.to_dict())
-    return TritonExport(model_dir, config_path, model_path, config, platform, precision)
+    notes = []
+    if max_batch_size == 0:
+        notes.append(
+            f"{graph.name} has a static batch of {static_batch}, so Triton cannot batch requests "
+            "(max_batch_size 0); rebuild with a batch profile (edgeseg build --shapes 1,4,8) for "
+            "dynamic batching"
+        )
+    return TritonExport(model_dir, config_path, model_path, config, platform, precision, notes)
 
 
 def _static_batch(inputs: list[OnnxTensor]) -> int | None:

@@ -31,6 +31,7 @@ def test_config_matches_model_io(rt_build: Path, rt_card: ModelCard, tmp_path: P
     result = export_deepstream(rt_build, tmp_path)
     props = _read(tmp_path / "config_infer_tiny.txt")
     assert props == result.properties
+    assert "\nnetwork-type=2\n" in (tmp_path / "config_infer_tiny.txt").read_text()  # key=value lines
     assert props["network-type"] == "2" and props["network-mode"] == "0"  # segmentation, FP32
     assert props["num-detected-classes"] == "3" and props["model-color-format"] == "0"
     assert props["infer-dims"] == "3;32;48" and props["batch-size"] == "1"

@@ -157,7 +157,8 @@ def test_static_batch_labels_graph(rt_build: Path, rt_model: torch.nn.Module, tm
         external_data=False,
         verbose=False,
     )
-    export_triton(build, tmp_path / "repo")
+    result = export_triton(build, tmp_path / "repo")
+    assert any("static batch" in note for note in result.notes)
     cfg = parse_pbtxt((tmp_path / "repo" / "static" / "config.pbtxt").read_text())
     # A static batch cannot be batched by Triton: max_batch_size 0 and full shapes, no batcher.
     assert cfg["max_batch_size"] == 0 and "dynamic_batching" not in cfg
