@@ -243,3 +243,29 @@ def test_torch_bundle_and_fused(rt_bundle: Path) -> None:
     assert (fused.mask == plain.mask).mean() > 0.999
     with pytest.raises(EdgesegError, match="torch backend only"):
         Segmenter.load(rt_bundle, backend="onnxruntime")
+
+
+def test_one_segmenter_shared_by_threads(ort_seg: Segmenter) -> None:
+    """The documented thread-safety: concurrent calls on one Segmenter give each caller its own result."""
+    import threading
+
+    frames = _frames(6, seed=8)
+    expected = [ort_seg(f).mask for f in frames]
+    got: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(i: int) -> None:
+        try:
+            for _ in range(3):
+                got[i] = ort_seg(frames[i]).mask
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(6):
+        np.testing.assert_array_equal(got[i], expected[i])
