@@ -191,15 +191,19 @@ def _preprocess_files(files: Sequence[str | Path], transform: Any, progress: Pro
     return np.stack(out).astype(np.float32, copy=False)
 
 
-def _from_dataset(spec: str, transform: Any, size: int | None, seed: int,
+def _from_dataset(spec: str, transform: Any, size: int | None, seed: int | None,
                   progress: Progress | None) -> CalibrationSet:
+    """Load ``size`` samples of a dataset: a seeded sample, or the first ones when ``seed`` is None."""
     from edgeseg.data import load_dataset, parse_spec
 
     kind, root, split = parse_spec(spec)
     dataset = load_dataset(kind, root, split, transform=transform)
     if len(dataset) == 0:
         raise EdgesegError(f"{spec}: dataset split is empty")
-    indices = _sample(len(dataset), size, seed)
+    if seed is None:
+        indices = list(range(min(size or len(dataset), len(dataset))))
+    else:
+        indices = _sample(len(dataset), size, seed)
     images, masks = [], []
     for n, i in enumerate(indices):
         image, mask = dataset[i]
@@ -210,7 +214,8 @@ def _from_dataset(spec: str, transform: Any, size: int | None, seed: int,
     return CalibrationSet(
         images=np.stack(images).astype(np.float32, copy=False),
         masks=np.stack(masks).astype(np.int64, copy=False),
-        source=f"{spec} ({len(indices)} of {len(dataset)}, seed {seed})",
+        source=f"{spec} ({len(indices)} of {len(dataset)}, "
+               + (f"seed {seed})" if seed is not None else "the first ones)"),
         items=[f"{spec}[{i}]" for i in indices],
         num_classes=dataset.num_classes,
     )
@@ -268,7 +273,7 @@ def load_calibration_set(
                               source=f"{path} ({len(picked)} of {len(files)} images, seed {seed})",
                               items=[str(p) for p in picked])
     if ":" in spec and not path.exists():
-        return _from_dataset(spec, transform, size, seed, progress)
+        return _from_dataset(spec, transform, size, None, progress)
     if path.is_file():
         raise EdgesegError(f"{path}: --calib-data must be a folder of images, a manifest (.yaml) "
                            "or a dataset spec KIND:ROOT[:split]")
@@ -282,18 +287,19 @@ def load_validation_set(
     mean: Sequence[float],
     std: Sequence[float],
     size: int | None = None,
-    seed: int = 0,
     progress: Progress | None = None,
 ) -> CalibrationSet:
-    """Load a labelled validation set (``KIND:ROOT[:split]`` or a manifest's ``val_data``).
+    """Load the first ``size`` images of a labelled validation set (a spec or a manifest's ``val_data``).
+
+    The first images, not a sample, so that the accuracy guard and :func:`edgeseg.validate.validate`
+    score the same images.
 
     Args:
         spec: dataset spec, or a manifest whose ``val_data`` names one.
         input_size: model input ``(H, W)``.
         mean: normalisation mean (0..1 RGB).
         std: normalisation std (0..1 RGB).
-        size: number of images to sample; None takes the manifest's ``val_size`` or all.
-        seed: sampling seed. Defaults to 0.
+        size: number of images; None takes the manifest's ``val_size`` or all.
         progress: called as ``progress(done, total)`` after each image.
 
     Raises:
@@ -310,4 +316,4 @@ def load_validation_set(
         raise EdgesegError(f"--val-data {spec!r}: validation needs labels; give a dataset spec "
                            "KIND:ROOT[:split] (e.g. folder:PATH for images/ + masks/)")
     transform = EvalTransform(tuple(input_size), mean=tuple(mean), std=tuple(std))
-    return _from_dataset(spec, transform, size, seed, progress)
+    return _from_dataset(spec, transform, size, None, progress)

@@ -78,6 +78,11 @@ def entropy_amax(hist: np.ndarray, width: float) -> float:
     n = len(hist)
     if hist.sum() == 0:
         return 0.0
+    # The first bin holds the exact zeros of ReLU outputs (often half the tensor). Left as is, that
+    # spike dominates the divergence and drives the threshold to the smallest candidate; like
+    # NVIDIA's pytorch-quantization, count it as its neighbour does.
+    hist = hist.copy()
+    hist[0] = hist[1]
     coarse = range(_NUM_LEVELS, n + 1, 16)
     best = min(coarse, key=lambda i: _kl_for_threshold(hist, i))
     fine = range(max(_NUM_LEVELS, best - 15), min(n, best + 15) + 1)

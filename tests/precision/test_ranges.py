@@ -60,3 +60,11 @@ def test_collect_ranges_covers_every_activation(tiny_sim: Path, images: np.ndarr
     amax = collect_ranges(tiny_sim, images[:3], "max")
     assert set(amax) == set(names)
     assert amax["images"] == pytest.approx(float(np.abs(images[:3]).max()), rel=1e-6)
+
+
+def test_entropy_ignores_the_relu_zero_spike() -> None:
+    # Half exact zeros (a ReLU output), a half-normal bulk and one far outlier.
+    rng = np.random.default_rng(1)
+    values = np.concatenate([np.zeros(20000), np.abs(rng.normal(0, 1, 20000)), [30.0]]).astype(np.float32)
+    ent = _feed(RangeCollector("entropy"), [values])
+    assert 2.5 < ent < 10.0  # clips the outlier but not the bulk (the spike would drive it to ~30/16)
