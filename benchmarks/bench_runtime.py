@@ -245,7 +245,7 @@ def main() -> None:
             else:
                 bundle = small_dbmsnet_bundle(folder)
                 model_desc = (
-                    "small random-weight DBMSNet-R18 (width 0.5, 19 classes, 256x512) - no demo model yet"
+                    "small random-weight DBMSNet-R18 (width 0.5, 19 classes, 256x512)"
                 )
             build = export_build(bundle, folder / "builds")
         report: dict[str, Any] = {
