@@ -46,6 +46,9 @@ class OnnxrtRunner(BaseRunner):
             pairs or upcast, and the run would no longer show what TensorRT will execute.
             Defaults to ``"all"``.
         intra_op_threads: threads for one operator. Defaults to ONNX Runtime's choice (all cores).
+        session_config: extra ``SessionOptions.add_session_config_entry`` entries, e.g.
+            ``{"session.intra_op.allow_spinning": "0"}`` when other threads share the cores.
+            Defaults to none.
         name: label for reports. Defaults to ``"onnxrt:<file name>"``.
     """
 
@@ -58,6 +61,7 @@ class OnnxrtRunner(BaseRunner):
         providers: list[str] | None = None,
         graph_optimization: str = "all",
         intra_op_threads: int | None = None,
+        session_config: dict[str, str] | None = None,
         name: str | None = None,
     ) -> None:
         if graph_optimization not in GRAPH_OPTIMIZATIONS:
@@ -75,6 +79,7 @@ class OnnxrtRunner(BaseRunner):
         self.providers = providers
         self.graph_optimization = graph_optimization
         self.intra_op_threads = intra_op_threads
+        self.session_config = dict(session_config or {})
         self.session: Any = None
 
     def activate_impl(self) -> None:
@@ -85,6 +90,8 @@ class OnnxrtRunner(BaseRunner):
             ort.GraphOptimizationLevel, GRAPH_OPTIMIZATIONS[self.graph_optimization])
         if self.intra_op_threads is not None:
             options.intra_op_num_threads = self.intra_op_threads
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
         providers = self.providers
         if providers is None:
             # Never pick the TensorRT EP implicitly: edgeseg builds its engines itself.

@@ -169,7 +169,11 @@ def _open_ort(graph: Path, card: ModelCard, precision: str, skipped: dict[str, s
 
     on_gpu = _ort_has_cuda()
     optimization = "all" if on_gpu or precision == "fp32" else "disabled"
-    runner = OnnxrtRunner(graph, graph_optimization=optimization)
+    # ORT's worker threads busy-wait between runs by default; in a pipeline (and on shared CPUs)
+    # that spinning steals the cores pre/postprocessing and decoding need: measured on 2 cores,
+    # torch postprocessing ran 5x slower beside a spinning session, and ORT itself 2x slower.
+    config = {} if on_gpu else {"session.intra_op.allow_spinning": "0"}
+    runner = OnnxrtRunner(graph, graph_optimization=optimization, session_config=config)
     # ORT takes host arrays; preprocessing still runs on the GPU when torch has one, and only the
     # network input (smaller than the frame) crosses to the host.
     device = "cuda" if on_gpu and cuda_available() else "cpu"

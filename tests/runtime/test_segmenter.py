@@ -161,6 +161,9 @@ def test_auto_falls_back_to_onnxruntime_and_says_why(rt_build: Path) -> None:
         assert seg.info["backend"] == "onnxruntime"
         assert seg.info["precision"] == "fp32"  # what build.json asked for
         assert "tensorrt" in seg.info["skipped"]
+        # On the CPU the session must not busy-wait: pipeline stages share the cores with it.
+        options = seg.runner.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_forced_tensorrt_without_engine_is_a_clear_error(rt_build: Path) -> None:
