@@ -190,3 +190,19 @@ def test_empty_calibration_folder_leaves_no_int8_artifact(int8_build: tuple, wor
     assert not (copy / "model.int8.onnx").exists()
     assert not list(copy.glob("calib_cache/*"))
     assert not (copy / "report.json").exists()
+
+
+@NO_TRT
+def test_from_onnx_outside_a_build_folder_uses_the_embedded_card(int8_build: tuple, tmp_path: Path) -> None:
+    result, _ = int8_build
+    lone = tmp_path / "lone" / "city.int8.onnx"
+    lone.parent.mkdir()
+    shutil.copyfile(result.folder / "model.int8.onnx", lone)
+    reporter = RecordingReporter()
+    out = Build(BuildOptions(from_onnx=lone, out_dir=tmp_path / "engines"), reporter).run()
+    assert out.folder == tmp_path / "engines" / "city" and out.precision == "int8"
+    assert read_json(out.folder / "card.json") == read_json(result.folder / "card.json")
+    assert sha256_file(out.folder / "model.int8.onnx") == sha256_file(lone)
+    # No checkpoint travels with a lone ONNX: validation is skipped (and says why), never faked.
+    assert reporter.stages["validate"] == "skipped" and not (out.folder / "report.json").exists()
+    assert out.engine_status == "skipped" and lone.is_file()

@@ -104,6 +104,12 @@ class BuildResult:
     engine_status: str = "skipped"
 
 
+def _portable(path: Path) -> str:
+    """``path`` relative to the working directory when it lies inside it, else absolute."""
+    absolute = path.resolve()
+    return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
+
+
 def _onnx_precision(model: Any) -> str:
     """The precision a graph encodes: int8 (Q/DQ), fp16 (float16 tensors) or fp32."""
     import onnx
@@ -156,9 +162,12 @@ class Build:
         self.record = BuildRecord(self.folder)
         # "options" (with the resolved precision and checkpoint) is what the runtime and validation
         # read back from build.json (edgeseg.runtime.artifacts.BuildArtifacts).
+        # The checkpoint is recorded relative to the working directory when inside it, so that a
+        # build folder copied with the repository to the target still finds its reference.
+        checkpoint = _portable(source.path) if source.path else None
         self.record.meta.update(name=self.folder.name, source={"kind": source.kind, "ref": source.ref},
                                 options={**self.options.to_dict(), "precision": precision,
-                                         "checkpoint": source.ref if source.path else None})
+                                         "checkpoint": checkpoint})
         card = self._stage_card(source)
         self.card = card
         onnx_path = self._stage_export(source, card)
@@ -176,15 +185,19 @@ class Build:
 
     def _run_from_onnx(self, path: Path) -> BuildResult:
         from edgeseg.export.onnx_export import load_onnx, save_onnx
+        from edgeseg.export.trt_compat import check_trt_compat
 
         model = load_onnx(path)
         precision = _onnx_precision(model)
         if self.options.precision is not None and self.options.precision != precision:
             raise EdgesegError(f"{path}: the graph is {precision}, but --precision {self.options.precision} "
                                "was given")
+        # The user's own file: checked, never deleted (unlike the artifacts the stages write).
+        check_trt_compat(model, label=str(path))
         card_path = path.parent / "card.json"
         if card_path.is_file():
-            self.folder = path.parent
+            # A graph inside a build folder is deployed where it is.
+            self.folder, deploy = path.parent, path
             card = ModelCard.from_dict(read_json(card_path))
         else:
             meta = {p.key: p.value for p in model.metadata_props}
@@ -195,13 +208,11 @@ class Build:
             self.folder = Path(self.options.out_dir) / (self.options.name or path.name.split(".")[0])
             self.folder.mkdir(parents=True, exist_ok=True)
             write_json(self.folder / "card.json", card.to_dict())
+            deploy = self.folder / deploy_onnx_name(precision)
+            save_onnx(model, deploy)
         self.card = card
         self.record = BuildRecord(self.folder)
         self.record.meta.setdefault("name", self.folder.name)
-        deploy = self.folder / deploy_onnx_name(precision)
-        if path.resolve() != deploy.resolve():
-            save_onnx(model, deploy)
-        self._check_compat(deploy)
         self.reporter.stage("from-onnx", "done", f"{deploy.name} ({precision})")
         self._stages.append(("from-onnx", "done", 0.0, f"{deploy.name} ({precision})"))
         return self._finish(deploy, precision)
@@ -565,6 +576,13 @@ class Build:
         from edgeseg.validate import Tolerances, report_failures, validate
 
         data, size = self._validation_data()
+        checkpoint = self._checkpoint()
+        if checkpoint is None:
+            reason = "no PyTorch reference (build.json records no checkpoint that exists here)"
+            self.record.record("validate", inputs={}, outputs={}, options={}, status="skipped", reason=reason)
+            self._stages.append(("validate", "skipped", 0.0, reason))
+            self.reporter.stage("validate", "skipped", reason)
+            return {"engine": engine}
         artifacts = sorted(self.folder.glob("model*.onnx")) + sorted(self.folder.glob("model.*.engine"))
         inputs = {p.name: p for p in artifacts}
         tolerances = Tolerances()
@@ -581,7 +599,7 @@ class Build:
                 start = time.perf_counter()
                 engine_built = engine["status"] == "built"
                 plugin_libs = [self._plugin_library()] if self.options.plugin and engine_built else []
-                report = validate(self.folder, checkpoint=self._checkpoint(), data=data, num_images=size,
+                report = validate(self.folder, checkpoint=checkpoint, data=data, num_images=size,
                                   tolerances=tolerances, engine=engine, plugin_libs=plugin_libs,
                                   progress=self.reporter.show_progress)
                 self.record.record("validate", inputs=inputs, outputs={"report": report_path},

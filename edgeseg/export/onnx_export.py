@@ -30,6 +30,7 @@ __all__ = [
     "ExportConfig",
     "ExportResult",
     "export_onnx",
+    "carry_metadata",
     "load_onnx",
     "op_histogram",
     "parse_batch_profile",
@@ -268,6 +269,16 @@ def _set_metadata(proto: Any, items: dict[str, str]) -> None:
     for key, value in items.items():
         entry = existing.get(key) or proto.metadata_props.add()
         entry.key, entry.value = key, value
+
+
+def carry_metadata(source: Any, target: Any) -> None:
+    """Replace ``target``'s ``metadata_props`` with ``source``'s.
+
+    Rewriting tools (onnxsim, Model Optimizer) drop or replace the metadata; every graph of a build
+    carries the export's (config and model card) instead, so any one of them deploys alone.
+    """
+    del target.metadata_props[:]
+    _set_metadata(target, {p.key: p.value for p in source.metadata_props})
 
 
 def check_and_infer(proto: Any, *, label: str) -> Any:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgeseg.errors import EdgesegError
-from edgeseg.export.onnx_export import check_and_infer, load_onnx, op_histogram, save_onnx
+from edgeseg.export.onnx_export import carry_metadata, check_and_infer, load_onnx, op_histogram, save_onnx
 
 __all__ = ["SimplifyResult", "simplify_onnx"]
 
@@ -74,12 +74,7 @@ def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         raise EdgesegError(f"{src}: onnxsim failed ({first})") from e
     if not ok:
         raise EdgesegError(f"{src}: onnxsim's simplified graph does not match the original on a random input")
-    # onnxsim records its own bookkeeping in metadata_props; keep ours only and say where it came from.
-    keep = [(p.key, p.value) for p in model.metadata_props]
-    del simplified.metadata_props[:]
-    for key, value in keep:
-        entry = simplified.metadata_props.add()
-        entry.key, entry.value = key, value
+    carry_metadata(model, simplified)  # onnxsim writes its own bookkeeping there
     simplified = check_and_infer(simplified, label=str(dst))
     save_onnx(simplified, dst)
     hist = op_histogram(simplified)

@@ -76,7 +76,7 @@ def convert_fp16(
     import numpy as np
     import onnx
 
-    from edgeseg.export.onnx_export import INPUT_NAME, check_and_infer, load_onnx, save_onnx
+    from edgeseg.export.onnx_export import INPUT_NAME, carry_metadata, check_and_infer, load_onnx, save_onnx
 
     start = time.perf_counter()
     source = load_onnx(src)  # clear error for a missing / non-ONNX file before modelopt sees it
@@ -108,6 +108,7 @@ def convert_fp16(
                 )
             except Exception as e:  # modelopt raises bare Exceptions / AssertionErrors on bad graphs
                 raise EdgesegError(f"{src}: FP16 conversion failed ({type(e).__name__}: {e})") from e
+    carry_metadata(source, model)
     model = check_and_infer(model, label=str(dst))
     save_onnx(model, dst)
     fp32_nodes = _fp32_compute_nodes(model, onnx)

@@ -170,7 +170,7 @@ def quantize_int8(
     """
     import onnx
 
-    from edgeseg.export.onnx_export import check_and_infer, load_onnx, save_onnx
+    from edgeseg.export.onnx_export import carry_metadata, check_and_infer, load_onnx, save_onnx
 
     if high_precision_dtype not in HIGH_PRECISION_DTYPES:
         raise EdgesegError(f"high-precision dtype must be one of {HIGH_PRECISION_DTYPES}, "
@@ -207,6 +207,7 @@ def quantize_int8(
         if not os.path.isfile(out):
             raise EdgesegError(f"{src}: modelopt wrote no quantized model")
         model = onnx.load(out)
+    carry_metadata(source, model)
     model = check_and_infer(model, label=str(dst))
     save_onnx(model, dst)
     num_qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)

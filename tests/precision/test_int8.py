@@ -43,6 +43,8 @@ def test_int8_graph_uses_cached_scales_and_agrees(tiny_net: torch.nn.Module, tin
     assert result.num_qdq > 0 and len(result.quantized_nodes) >= 3
     assert max(o.version for o in model.opset_import if o.domain == "") == 19
     check_trt_compat(out)  # zero points 0, int8, weights through DQ of initializers
+    assert {p.key: p.value for p in model.metadata_props} == {
+        p.key: p.value for p in onnx.load(tiny_sim).metadata_props}  # the export's config travels along
     amax = read_calibration_cache(cache)
     scales = _activation_scales(model)
     # The graph input is cast to fp16 first; every other quantized tensor keeps its FP32 name.
