@@ -273,7 +273,8 @@ class Build:
             # architecture (accuracy numbers are meaningless for it).
             torch.manual_seed(0)
             model = build_model(source.ref).eval()
-            card = ModelCard(preset=source.ref, num_classes=model.config.num_classes)
+            config: Any = model.config
+            card = ModelCard(preset=source.ref, num_classes=int(config.num_classes))
             self.reporter.note(f"--model {source.ref} is a preset: building it with random weights")
         if self.options.input_size is not None:
             card.input_size = tuple(self.options.input_size)  # type: ignore[assignment]

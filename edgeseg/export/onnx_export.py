@@ -221,8 +221,9 @@ def export_onnx(
     except Exception as e:  # the exporter raises many types; all mean "this model cannot export"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgesegError(f"ONNX export of {type(model).__name__} failed: {first}") from e
-    proto = program.model_proto
-    proto = _ensure_opset(proto, config.opset)
+    if program is None:  # only when exporting with dynamo=False, which edgeseg never does
+        raise EdgesegError(f"ONNX export of {type(model).__name__} returned no program")
+    proto = _ensure_opset(program.model_proto, config.opset)
     _set_metadata(proto, {"edgeseg.export": json.dumps(config.to_dict()), **(metadata or {})})
     proto = check_and_infer(proto, label=str(path))
     external = save_onnx(proto, path)

@@ -174,7 +174,8 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _preprocess_files(files: Sequence[str | Path], transform: Any, progress: Progress | None) -> np.ndarray:
+def _preprocess_files(files: Sequence[str | os.PathLike[str]], transform: Any,
+                      progress: Progress | None) -> np.ndarray:
     import torch
 
     from edgeseg.data._base import read_image
@@ -260,9 +261,9 @@ def load_calibration_set(
             missing = [f for f in manifest.files if not Path(f).is_file()]
             if missing:
                 raise EdgesegError(f"{manifest.path}: listed image {missing[0]} not found")
-            picked = [manifest.files[i] for i in _sample(len(manifest.files), size, seed)]
-            return CalibrationSet(images=_preprocess_files(picked, transform, progress),
-                                  source=f"{manifest.path} ({len(picked)} files)", items=picked)
+            listed = [manifest.files[i] for i in _sample(len(manifest.files), size, seed)]
+            return CalibrationSet(images=_preprocess_files(listed, transform, progress),
+                                  source=f"{manifest.path} ({len(listed)} files)", items=listed)
         spec = manifest.data or ""  # resolve_manifest guarantees data when there are no files
     seed = 0 if seed is None else seed
     path = Path(spec)

@@ -89,7 +89,8 @@ def convert_fp16(
             calibration_path = os.path.join(tmp, "reference")
             os.mkdir(calibration_path)
             for i in range(0, len(data) - batch + 1, batch):
-                np.savez(os.path.join(calibration_path, f"{i:05d}.npz"), **{INPUT_NAME: data[i:i + batch]})
+                feed: dict[str, Any] = {INPUT_NAME: data[i:i + batch]}
+                np.savez(os.path.join(calibration_path, f"{i:05d}.npz"), **feed)
             if not os.listdir(calibration_path):
                 calibration_path = None
         from modelopt.onnx.autocast import convert_to_mixed_precision
