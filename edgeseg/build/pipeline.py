@@ -411,14 +411,14 @@ class Build:
 
         if self._validation is not None:
             return self._validation
-        spec = self._validation_spec()
+        # The same images the validate stage scores (edgeseg.validate takes the first N).
+        spec, size = self._validation_data()
         if spec is None:
             return None
         card = self.card
-        with self.reporter.task("loading validation images", self.options.val_size) as progress:
+        with self.reporter.task("loading validation images", size) as progress:
             self._validation = load_validation_set(spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
-                                                   mean=card.mean, std=card.std,
-                                                   size=self.options.val_size, progress=progress)
+                                                   mean=card.mean, std=card.std, size=size, progress=progress)
         return self._validation
 
     # --- precision -----------------------------------------------------------------------------
