@@ -78,20 +78,20 @@ def register(app: typer.Typer) -> None:
     @app.command("build", help=_HELP)
     def build(
         precision: str = typer.Option(
-            None, "--precision", "-p", help="fp32, fp16 or int8. [default: int8, or what --from-onnx holds]"),
+            None, "--precision", "-p", help="fp32, fp16 or int8. (default: int8, or what --from-onnx holds)"),
         model: str = typer.Option(
-            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. [default: the demo model]"),
-        name: str = typer.Option(None, "--name", help="Build folder name. [default: model stem]"),
+            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),
+        name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
-        input_size: str = typer.Option(None, "--input", help="Input HxW. [default: the model card's]"),
+        input_size: str = typer.Option(None, "--input", help="Input HxW. (default: the model card's)"),
         batch: int = typer.Option(1, "--batch", help="Static batch size."),
         shapes: str = typer.Option(None, "--shapes",
                                    help="Dynamic batch 'min,opt,max' (e.g. 1,4,8); TensorRT profile."),
-        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. [default: 18]"),
+        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. (default: 18)"),
         output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
         calib_data: str = typer.Option(None, "--calib-data",
                                        help="Calibration images: folder, KIND:ROOT[:split], or a manifest "
-                                            "(calibration/<name>.yaml). [default: demo set / card dataset]"),
+                                            "(calibration/<name>.yaml). (default: demo set / card dataset)"),
         calib_size: int = typer.Option(32, "--calib-size", help="Calibration images (seeded sample)."),
         calib_method: str = typer.Option("max", "--calib-method", help="max, entropy or percentile."),
         int8_high_precision: str = typer.Option(
@@ -101,8 +101,8 @@ def register(app: typer.Typer) -> None:
         val_data: str = typer.Option(None, "--val-data", help="Labelled validation data KIND:ROOT[:split]."),
         val_size: int = typer.Option(64, "--val-size", help="Validation images."),
         min_agreement: float = typer.Option(None, "--min-agreement",
-                                            help="Validation gate: pixel agreement %% with FP32 for this "
-                                                 "precision. [default: fp32 99.99, fp16 99.9, int8 99.0]"),
+                                            help="Validation gate: pixel agreement % with FP32 for this "
+                                                 "precision. (default: fp32 99.99, fp16 99.9, int8 99.0)"),
         from_onnx: Path = typer.Option(
             None, "--from-onnx", help="Start from this precision ONNX: skip export and calibration."),
         require_engine: bool = typer.Option(
@@ -110,10 +110,10 @@ def register(app: typer.Typer) -> None:
         workspace: float = typer.Option(None, "--workspace", help="TensorRT workspace (GiB)."),
         dla_core: int = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson)."),
         timing_cache: Path = typer.Option(
-            None, "--timing-cache", help="TensorRT timing cache. [default: <build>/timing.cache]"),
+            None, "--timing-cache", help="TensorRT timing cache. (default: <build>/timing.cache)"),
         plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as TensorRT plugin (fp32)."),
         plugin_lib: Path = typer.Option(
-            None, "--plugin-lib", help="Plugin library. [default: build/trt/libedgeseg_trt_plugins.so]"),
+            None, "--plugin-lib", help="Plugin library. (default: build/trt/libedgeseg_trt_plugins.so)"),
         json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout at the end."),
     ) -> None:
         import json

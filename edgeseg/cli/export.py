@@ -30,13 +30,13 @@ def register(app: typer.Typer) -> None:
     @app.command("export", help=_HELP)
     def export(
         model: str = typer.Option(
-            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. [default: the demo model]"),
-        name: str = typer.Option(None, "--name", help="Build folder name. [default: model stem]"),
+            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),
+        name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
-        input_size: str = typer.Option(None, "--input", help="Input HxW. [default: the model card's]"),
+        input_size: str = typer.Option(None, "--input", help="Input HxW. (default: the model card's)"),
         batch: int = typer.Option(1, "--batch", help="Static batch size."),
         shapes: str = typer.Option(None, "--shapes", help="Dynamic batch 'min,opt,max' (e.g. 1,4,8)."),
-        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. [default: 18]"),
+        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. (default: 18)"),
         output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
         plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as the TensorRT plugin."),
         json_out: bool = typer.Option(False, "--json", help="Print the export records as JSON on stdout."),
