@@ -329,9 +329,11 @@ class Build:
                 table = custom_translation_table()
             result = export_onnx(model, path, config, metadata={"edgeseg.card": json.dumps(card.to_dict())},
                                  translation_table=table)
+            compat = self._check_compat(path)
             self.record.record("export", inputs=inputs, outputs={"onnx": path}, options=options,
                                results={"opset": result.opset, "nodes": result.num_nodes,
-                                        "op_types": result.op_types, "external_data": result.external_data},
+                                        "op_types": result.op_types, "external_data": result.external_data,
+                                        "trt_compat": compat},
                                duration_s=result.seconds)
             info["detail"] = f"{path.name}: opset {result.opset}, {result.num_nodes} nodes"
         return path
