@@ -107,6 +107,11 @@ def register(app: typer.Typer) -> None:
             f"{stats.infer_fps:.2f}",
         )
         console.print(table)
+        if stats.stage_s:
+            busy = " · ".join(f"{k} {v:.2f}" for k, v in stats.stage_s.items())
+            console.print(
+                f"busy seconds per stage (the largest bounds the FPS): {busy}; wall {stats.elapsed_s:.2f}"
+            )
         for warning in stats.warnings[:5]:
             console.print(f"[yellow]{warning}[/]")
         if writer is not None:

@@ -69,6 +69,8 @@ class StreamStats:
         inferred: frames that went through the backend (``every`` > 1 reuses masks in between).
         batches: backend calls.
         infer_s: seconds spent inside the backend.
+        stage_s: busy seconds of each stage (``decode``, ``preprocess``, ``infer``, ``postprocess``,
+            ``sink``): the largest one is the pipeline's bottleneck.
         elapsed_s: wall time of the whole stream.
         interrupted: the stream was stopped before the source ended.
         warnings: the first few skip messages.
@@ -81,6 +83,7 @@ class StreamStats:
     inferred: int = 0
     batches: int = 0
     infer_s: float = 0.0
+    stage_s: dict[str, float] = field(default_factory=dict)
     elapsed_s: float = 0.0
     interrupted: bool = False
     warnings: list[str] = field(default_factory=list)
@@ -105,6 +108,7 @@ class StreamStats:
             "inferred": self.inferred,
             "batches": self.batches,
             "infer_s": round(self.infer_s, 4),
+            "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
             "elapsed_s": round(self.elapsed_s, 4),
             "fps": round(self.fps, 3),
             "infer_fps": round(self.infer_fps, 3),
@@ -238,7 +242,9 @@ class Pipeline:
                     if item is None:
                         break
                     if sink is not None:
+                        started = time.perf_counter()
                         sink(item)
+                        self._busy("sink", started)
                     with self._lock:
                         self.stats.frames_out += 1
                     if on_frame is not None:
@@ -338,6 +344,11 @@ class Pipeline:
                 except queue.Empty:
                     pass
 
+    def _busy(self, stage: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        with self._lock:
+            self.stats.stage_s[stage] = self.stats.stage_s.get(stage, 0.0) + elapsed
+
     def _skip(self, index: int, reason: str) -> None:
         message = f"frame {index}: skipped ({reason})"
         log.warning(message)
@@ -348,9 +359,13 @@ class Pipeline:
 
     # --- stages ------------------------------------------------------------------------------
     def _decode(self, source: FrameSource, q: queue.Queue[Any]) -> None:
+        frames = source.frames()
         try:
-            for item in source.frames():
-                if self._stop.is_set() or self._abort.is_set():
+            while True:
+                started = time.perf_counter()
+                item = next(frames, _END)
+                self._busy("decode", started)
+                if item is _END or self._stop.is_set() or self._abort.is_set():
                     break
                 with self._lock:
                     index = self.stats.frames_in
@@ -377,7 +392,9 @@ class Pipeline:
             mask = [p[3] for p in pending]
             work = _Work([p[0] for p in pending], frames, [p[2] for p in pending], mask)
             if any(mask):
+                started = time.perf_counter()
                 work.inputs = self.seg.preprocess(frames[torch.tensor(mask)], source.color)
+                self._busy("preprocess", started)
             pending.clear()
             self._put(q_out, work)
 
@@ -408,6 +425,7 @@ class Pipeline:
                 work.raw = raw
                 with self._lock:
                     self.stats.infer_s += elapsed
+                    self.stats.stage_s["infer"] = self.stats.infer_s
                     self.stats.inferred += int(work.inputs.shape[0])
                     self.stats.batches += 1
             self._put(q_out, work)
@@ -417,6 +435,7 @@ class Pipeline:
         color = source.color
         last_labels: torch.Tensor | None = None
         while (work := self._get(q_in)) is not _END:
+            started = time.perf_counter()
             inferred: list[SegResult] = []
             if work.raw is not None:
                 frames = work.frames[torch.tensor(work.infer_mask)]
@@ -442,10 +461,10 @@ class Pipeline:
                     image = result.overlay
                 elif self.render == "mask":
                     image = self.seg.colorizer.colorize(result.mask, color)
-                self._put(
-                    q_out,
-                    FrameResult(index, original, self._emit(result), is_inferred, self._emit_one(image)),
-                )
+                item = FrameResult(index, original, self._emit(result), is_inferred, self._emit_one(image))
+                self._busy("postprocess", started)
+                self._put(q_out, item)
+                started = time.perf_counter()
         self._put(q_out, _END)
 
     def _reuse(self, labels: torch.Tensor | None, frame: torch.Tensor, color: str) -> SegResult:
