@@ -74,13 +74,20 @@ def small_dbmsnet_bundle(folder: Path) -> Path:
     return path
 
 
-def export_build(bundle: Path, folder: Path) -> Path:
-    """A minimal build directory for ``bundle``: ``card.json`` + ``model.onnx`` (FP32, static batch 1)."""
+def export_build(bundle: Path, folder: Path, input_size: tuple[int, int] | None = None) -> Path:
+    """A minimal build directory for ``bundle``: ``card.json`` + ``model.onnx`` (FP32, static batch 1).
+
+    ``input_size`` exports the (fully convolutional) model at another input size than its card's.
+    """
+    import dataclasses
+
     from edgeseg._io import write_json
     from edgeseg.checkpoint import load_model
     from edgeseg.export import ExportConfig, export_onnx
 
     model, card = load_model(bundle)
+    if input_size is not None:
+        card = dataclasses.replace(card, input_size=input_size)
     build = folder / bundle.stem
     build.mkdir(parents=True, exist_ok=True)
     write_json(build / "card.json", card.to_dict())
@@ -168,7 +175,12 @@ def video_efficiency(
         )
     finally:
         writer.close()
+    # The same stream without rendering and encoding: what the pipeline costs a consumer that
+    # wants masks only (Segmenter.stream).
+    bare = Pipeline(seg, batch=batch).run(VideoSource(clip))
     return {
+        "pipeline_fps_masks_only": bare.fps,
+        "ratio_masks_only": bare.fps / infer_only_fps,
         "frames": frames,
         "frame": list(frame_hw),
         "batch": batch,
@@ -225,8 +237,17 @@ def main() -> None:
     parser.add_argument("--video-frames", type=int, default=40, help="frames in the generated clip")
     parser.add_argument("--batch", type=int, default=1, help="pipeline batch size")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (pre/post)")
-    parser.add_argument("--standin", action="store_true",
-                        help="use the random-weight DBMSNet-R18 (256x512) even when the demo model exists")
+    parser.add_argument(
+        "--standin",
+        action="store_true",
+        help="use the random-weight DBMSNet-R18 (256x512) even when the demo model exists",
+    )
+    parser.add_argument(
+        "--input",
+        type=_size,
+        default=None,
+        help="export the model at this input size HxW instead of its card's",
+    )
     parser.add_argument("--gpu", action="store_true", help="also run the CUDA PyTorch comparison")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/runtime.json"))
     args = parser.parse_args()
@@ -244,10 +265,10 @@ def main() -> None:
                 bundle, model_desc = DEMO_MODEL, f"demo model {DEMO_MODEL.name}"
             else:
                 bundle = small_dbmsnet_bundle(folder)
-                model_desc = (
-                    "small random-weight DBMSNet-R18 (width 0.5, 19 classes, 256x512)"
-                )
-            build = export_build(bundle, folder / "builds")
+                model_desc = "small random-weight DBMSNet-R18 (width 0.5, 19 classes, 256x512)"
+            build = export_build(bundle, folder / "builds", args.input)
+            if args.input:
+                model_desc += f", exported at {args.input[0]}x{args.input[1]}"
         report: dict[str, Any] = {
             "command": "python benchmarks/bench_runtime.py " + " ".join(sys.argv[1:]),
             "model": model_desc,
@@ -280,7 +301,8 @@ def main() -> None:
     )
     print(
         f"video: pipeline {v['pipeline_fps']:.2f} fps / inference-only {v['infer_only_fps']:.2f} fps "
-        f"= {v['ratio']:.2f}"
+        f"= {v['ratio']:.2f}; masks only (no overlay, no encode) {v['pipeline_fps_masks_only']:.2f} fps "
+        f"= {v['ratio_masks_only']:.2f}"
     )
     if "gpu_torch" in report:
         g = report["gpu_torch"]

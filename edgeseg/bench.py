@@ -314,6 +314,7 @@ def _ort_case(path: Path, threads: int | None) -> RunnerCase:
     import onnxruntime as ort
 
     from edgeseg.runners.onnxrt import OnnxrtRunner
+    from edgeseg.runtime.backends import ort_session_config
 
     precision = "int8" if "int8" in path.name else "fp16" if "fp16" in path.name else "fp32"
     gpu = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -324,7 +325,9 @@ def _ort_case(path: Path, threads: int | None) -> RunnerCase:
         "onnxruntime",
         precision,
         "cuda" if gpu else "cpu",
-        lambda: OnnxrtRunner(path, graph_optimization=level, intra_op_threads=threads),
+        lambda: OnnxrtRunner(
+            path, graph_optimization=level, intra_op_threads=threads, session_config=ort_session_config(gpu)
+        ),
     )
 
 

@@ -25,7 +25,7 @@ from edgeseg.errors import EdgesegError
 from edgeseg.runners.base import BaseRunner
 from edgeseg.runtime.artifacts import BuildArtifacts
 
-__all__ = ["BACKENDS", "OpenedBackend", "open_backend", "cuda_available"]
+__all__ = ["BACKENDS", "OpenedBackend", "open_backend", "cuda_available", "ort_session_config"]
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
@@ -164,16 +164,22 @@ def _open_trt(engine: Path, card: ModelCard, precision: str, skipped: dict[str, 
     return OpenedBackend(runner, card, "tensorrt", precision, device, engine, skipped)
 
 
+def ort_session_config(on_gpu: bool) -> dict[str, str]:
+    """ONNX Runtime session entries the runtime uses (the benchmark uses the same ones).
+
+    ORT's CPU worker threads busy-wait between runs by default. In a pipeline, and on shared CPUs,
+    that spinning steals the cores that decoding and pre/postprocessing need: measured on 2 cores,
+    torch postprocessing ran 5x slower beside a spinning session, and ORT itself about 2x slower.
+    """
+    return {} if on_gpu else {"session.intra_op.allow_spinning": "0"}
+
+
 def _open_ort(graph: Path, card: ModelCard, precision: str, skipped: dict[str, str]) -> OpenedBackend:
     from edgeseg.runners.onnxrt import OnnxrtRunner
 
     on_gpu = _ort_has_cuda()
     optimization = "all" if on_gpu or precision == "fp32" else "disabled"
-    # ORT's worker threads busy-wait between runs by default; in a pipeline (and on shared CPUs)
-    # that spinning steals the cores pre/postprocessing and decoding need: measured on 2 cores,
-    # torch postprocessing ran 5x slower beside a spinning session, and ORT itself 2x slower.
-    config = {} if on_gpu else {"session.intra_op.allow_spinning": "0"}
-    runner = OnnxrtRunner(graph, graph_optimization=optimization, session_config=config)
+    runner = OnnxrtRunner(graph, graph_optimization=optimization, session_config=ort_session_config(on_gpu))
     # ORT takes host arrays; preprocessing still runs on the GPU when torch has one, and only the
     # network input (smaller than the frame) crosses to the host.
     device = "cuda" if on_gpu and cuda_available() else "cpu"
