@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,6 +13,16 @@ import pytest
 from edgeseg.cli import main
 
 Decode = Callable[[Path], tuple[list[np.ndarray], Fraction | None]]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """`edgeseg video` sets torch to one thread for its process; keep that out of other tests."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_video_command_writes_overlay(
