@@ -168,3 +168,14 @@ def test_bad_pipeline_options(seg: Segmenter, tmp_path: Path) -> None:
         Pipeline(seg, render="both")
     with pytest.raises(EdgesegError, match="not found"):
         VideoSource(tmp_path / "missing.mp4")
+
+
+def test_live_urls_and_a_file_read_as_live(seg: Segmenter, clip: Path) -> None:
+    from edgeseg.video.sources import is_live_url
+
+    assert is_live_url("rtsp://10.0.0.2/stream") and is_live_url("/dev/video0") and is_live_url("HTTP://cam/x")
+    assert not is_live_url("clip.mp4")
+    # A file decoded under the live policy: frames the slow consumer cannot take are dropped, not queued.
+    slow = lambda item, stats: time.sleep(0.02)  # noqa: E731
+    stats = Pipeline(seg, queue_size=1).run(VideoSource(clip, live=True), on_frame=slow)
+    assert stats.frames_in == 24 == stats.frames_out + stats.dropped and stats.dropped > 0
