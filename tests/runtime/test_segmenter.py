@@ -272,3 +272,11 @@ def test_one_segmenter_shared_by_threads(ort_seg: Segmenter) -> None:
     assert not errors
     for i in range(6):
         np.testing.assert_array_equal(got[i], expected[i])
+
+
+def test_host_frames_are_viewed_not_copied() -> None:
+    from edgeseg.runtime.frames import as_frame_batch
+
+    batch = _frames(2)
+    groups, single = as_frame_batch(batch)
+    assert not single and groups[0].data_ptr() == batch.ctypes.data  # torch.from_numpy view
