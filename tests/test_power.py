@@ -132,3 +132,22 @@ def test_sampler_averages_and_energy() -> None:
     # 5 W for 2 s over 100 frames is 100 mJ per frame.
     summary.avg_total_mw = 5000.0
     assert summary.energy_per_item_mj(2.0, 100) == pytest.approx(100.0)
+
+
+def test_tegrastats_source_reads_lines_and_stops_its_process(tmp_path: Path) -> None:
+    """The subprocess plumbing, with a script that prints JetPack 6 tegrastats lines (no Jetson here)."""
+    from edgeseg.power import TegrastatsPowerSource
+
+    script = tmp_path / "tegrastats"
+    script.write_text("#!/bin/sh\nwhile true; do echo 'RAM 1/2MB VDD_IN 4200mW/4100mW VDD_SOC 900mW/880mW'; "
+                      "sleep 0.02; done\n")
+    script.chmod(0o755)
+    source = TegrastatsPowerSource(interval_ms=20, command=str(script))
+    try:
+        deadline = time.monotonic() + 5
+        while not source.read() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert source.read() == {"VDD_IN": 4200.0, "VDD_SOC": 900.0}
+    finally:
+        source.close()
+    assert source._proc.poll() is not None  # the process it started is gone

@@ -75,23 +75,27 @@ def register(app: typer.Typer) -> None:
         if not cases:
             raise EdgesegError(f"{target}: nothing to benchmark here ({skipped})")
         source = detect_power_source() if power else None
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
-            task = progress.add_task("benchmarking", total=len(cases) * len(batches))
-            results = run_benchmarks(
-                cases,
-                batches,
-                input_size,
-                warmup=warmup,
-                iters=iters,
-                power_source=source,
-                on_step=lambda what: progress.update(task, advance=1, description=what),
-            )
+        try:
+            with Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task("benchmarking", total=len(cases) * len(batches))
+                results = run_benchmarks(
+                    cases,
+                    batches,
+                    input_size,
+                    warmup=warmup,
+                    iters=iters,
+                    power_source=source,
+                    on_step=lambda what: progress.update(task, advance=1, description=what),
+                )
+        finally:
+            if source is not None:
+                source.close()  # stops the tegrastats process when that is the source
         report = BenchReport(
             str(target),
             machine_info(),
