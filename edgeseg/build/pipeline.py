@@ -512,10 +512,9 @@ class Build:
         return path
 
     def _quantize_with_guard(self, sim: Path, cache: Path, path: Path, validation: Any) -> dict[str, Any]:
-        from edgeseg.export.onnx_export import load_onnx
-        from edgeseg.precision._modelopt import quiet_modelopt
+        from edgeseg.export.onnx_export import load_onnx, module_scopes
         from edgeseg.precision.guard import ReferenceEvaluator, layer_sensitivity, run_accuracy_guard
-        from edgeseg.precision.int8 import quantize_int8, read_calibration_cache, share_concat_ranges
+        from edgeseg.precision.int8 import quantize_int8
 
         calibration = self._calibration
         hp = self.options.int8_high_precision
@@ -547,9 +546,8 @@ class Build:
                 return evaluator.evaluate(onnx_path, progress=progress)
 
         def rank(onnx_path: Path) -> list[tuple[str, float]]:
-            with quiet_modelopt():
-                amax = share_concat_ranges(load_onnx(sim), read_calibration_cache(cache))
-            return layer_sensitivity(sim, onnx_path, amax, validation.images[:4])
+            with self.reporter.task("ranking INT8 layers by sensitivity", 0) as progress:
+                return layer_sensitivity(onnx_path, validation.images[:2], progress=progress)
 
         def on_step(step: dict[str, Any]) -> None:
             self.reporter.note(f"accuracy guard: {step['excluded']} layers excluded → mIoU drop "
@@ -557,8 +555,10 @@ class Build:
 
         guard = run_accuracy_guard(budget=self.options.max_miou_drop, quantize=quantize, evaluate=evaluate,
                                    rank=rank, on_step=on_step)
+        scopes = module_scopes(load_onnx(self.folder / "model.onnx"))
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
-                                           **guard.to_dict()}}
+                                           **guard.to_dict(),
+                                           "excluded_modules": [scopes.get(n, "") for n in guard.excluded]}}
 
     # --- validation / engine -------------------------------------------------------------------
     def _validation_data(self) -> tuple[str | None, int]:

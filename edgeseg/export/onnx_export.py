@@ -32,6 +32,7 @@ __all__ = [
     "export_onnx",
     "carry_metadata",
     "load_onnx",
+    "module_scopes",
     "op_histogram",
     "parse_batch_profile",
     "INPUT_NAME",
@@ -346,6 +347,26 @@ def load_onnx(path: str | os.PathLike[str]) -> Any:
     if not proto.graph.node:
         raise EdgesegError(f"{path}: not an ONNX model (no graph nodes)")
     return proto
+
+
+def module_scopes(proto: Any) -> dict[str, str]:
+    """Node name → the PyTorch module it came from (``"mdm.blocks.S"``), from the exporter's metadata.
+
+    The dynamo exporter records each node's module path in its ``pkg.torch.onnx.name_scopes``
+    metadata; later rewrites (onnxsim, Model Optimizer) keep node names but drop that metadata, so
+    reports about those graphs look names up in the raw export.
+    """
+    import ast
+
+    scopes = {}
+    for node in proto.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                # A Python list literal: ['', 'mdm', 'mdm.blocks.S', 'add_8'] (last: the op).
+                path = [p for p in ast.literal_eval(prop.value)[:-1] if p]
+                if path:
+                    scopes[node.name] = path[-1]
+    return scopes
 
 
 def op_histogram(proto: Any) -> dict[str, int]:

@@ -18,12 +18,7 @@ from edgeseg.precision.guard import (
     layer_sensitivity,
     run_accuracy_guard,
 )
-from edgeseg.precision.int8 import (
-    quantize_int8,
-    read_calibration_cache,
-    share_concat_ranges,
-    write_calibration_cache,
-)
+from edgeseg.precision.int8 import quantize_int8, write_calibration_cache
 from edgeseg.precision.ranges import collect_ranges
 
 
@@ -86,11 +81,10 @@ def test_guard_excludes_exactly_the_sensitive_layer(outlier_build: dict) -> None
     c2 = outlier_build["convs"][1]
     # Labels = the FP32 model's own predictions, so the reference scores 100 mIoU.
     evaluator = ReferenceEvaluator(images, reference, reference, num_classes=4)
-    amax = share_concat_ranges(load_onnx(sim), read_calibration_cache(cache))
     ranked: list = []
 
     def rank(path: Path) -> list:
-        ranked.extend(layer_sensitivity(sim, path, amax, images[:2]))
+        ranked.extend(layer_sensitivity(path, images[:2]))
         return ranked
 
     result = run_accuracy_guard(
