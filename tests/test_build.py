@@ -206,3 +206,15 @@ def test_from_onnx_outside_a_build_folder_uses_the_embedded_card(int8_build: tup
     # No checkpoint travels with a lone ONNX: validation is skipped (and says why), never faked.
     assert reporter.stages["validate"] == "skipped" and not (out.folder / "report.json").exists()
     assert out.engine_status == "skipped" and lone.is_file()
+
+
+def test_export_command_is_the_first_stages(int8_build: tuple, workspace: dict[str, Path],
+                                            capsys: pytest.CaptureFixture) -> None:
+    import json
+
+    result, _ = int8_build
+    main(["export", "-m", str(workspace["bundle"]), "--out-dir", str(workspace["engines"]), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["folder"] == str(result.folder)
+    assert out["export"]["results"]["opset"] == 18 and out["export"]["results"]["trt_compat"]["nodes"] > 0
+    assert out["simplify"]["outputs"]["onnx"]["sha256"] == sha256_file(result.folder / "model.sim.onnx")
