@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from edgeseg.export import ExportConfig, export_onnx, simplify_onnx
-from tests.export._tiny import DBMS_CLASSES, DBMS_SIZE
+
+from ._tiny import DBMS_CLASSES, DBMS_SIZE
 
 
 @pytest.fixture(autouse=True, scope="package")

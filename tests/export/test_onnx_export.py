@@ -13,7 +13,8 @@ import torch
 from edgeseg.errors import EdgesegError
 from edgeseg.export import ExportConfig, export_onnx, load_onnx, parse_batch_profile
 from edgeseg.runners.onnxrt import OnnxrtRunner
-from tests.export._tiny import DBMS_CLASSES, DBMS_SIZE, TinySegNet
+
+from ._tiny import DBMS_CLASSES, DBMS_SIZE, TinySegNet
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> list[int | str]:

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+# tests/ is on sys.path (pytest inserts the first folder above a test package), so the export
+# tests' tiny network is importable as export._tiny.
+from export._tiny import TinySegNet
+
 from edgeseg.checkpoint import IMAGENET_MEAN, IMAGENET_STD
 from edgeseg.export import ExportConfig, export_onnx, simplify_onnx
 from edgeseg.precision.calibration import load_calibration_set
-from tests.export._tiny import TinySegNet
 
 SIZE = (32, 32)
 
