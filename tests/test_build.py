@@ -125,6 +125,22 @@ def test_rebuild_reuses_stages_and_calibration_cache(int8_build: tuple, workspac
 
 
 @NO_TRT
+def test_rerun_forces_one_stage(int8_build: tuple, workspace: dict[str, Path],
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeseg.precision.ranges as ranges
+
+    calls: list = []
+    original = ranges.collect_ranges
+    monkeypatch.setattr(ranges, "collect_ranges", lambda *a, **k: calls.append(a) or original(*a, **k))
+    reporter = RecordingReporter()
+    Build(_options(workspace, precision="int8", rerun=("calibrate",)), reporter).run()
+    assert len(calls) == 1 and reporter.stages["calibrate"] == "done"
+    assert reporter.stages["export"] == "cached"
+    with pytest.raises(EdgesegError, match="--rerun: unknown stage"):
+        _options(workspace, rerun=("engine",))
+
+
+@NO_TRT
 def test_from_onnx_and_require_engine(int8_build: tuple, capsys: pytest.CaptureFixture) -> None:
     result, _ = int8_build
     onnx_path = result.folder / "model.int8.onnx"

@@ -14,6 +14,7 @@ __all__ = [
     "BuildOptions",
     "ModelSource",
     "PRECISIONS",
+    "STAGES",
     "PLUGINS",
     "DEMO_MODEL",
     "DEMO_CALIBRATION",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 PRECISIONS = ("fp32", "fp16", "int8")
+#: Build stages that ``--rerun`` can name, in pipeline order (the engine stage always runs).
+STAGES = ("card", "export", "simplify", "fp16", "calibrate", "quantize", "validate")
 #: ``--plugin`` values: the fused DDC block exported as the ``EdgesegFusedDDC`` TensorRT plugin.
 PLUGINS = ("fused-ddc",)
 #: The shipped demo bundle, the default ``--model``.
@@ -66,6 +69,9 @@ class BuildOptions:
             Defaults to none.
         plugin_lib: the plugin's shared library for the engine build. Defaults to
             :data:`DEFAULT_PLUGIN_LIB`.
+        rerun: stages to run again even when their records say they are up to date (``calibrate``
+            also ignores its keyed cache). Later stages re-run when their inputs change. Defaults
+            to none.
     """
 
     precision: str | None = None
@@ -92,6 +98,7 @@ class BuildOptions:
     timing_cache: Path | None = None
     plugin: str | None = None
     plugin_lib: Path | None = None
+    rerun: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from edgeseg.precision.ranges import CALIBRATION_METHODS
@@ -114,6 +121,10 @@ class BuildOptions:
             raise EdgesegError(f"--output must be logits or argmax, got {self.output!r}")
         if self.plugin is not None and self.plugin not in PLUGINS:
             raise EdgesegError(f"--plugin must be one of {', '.join(PLUGINS)}, got {self.plugin!r}")
+        unknown = sorted(set(self.rerun) - set(STAGES))
+        if unknown:
+            raise EdgesegError(f"--rerun: unknown stage(s) {', '.join(unknown)} "
+                               f"(stages: {', '.join(STAGES)})")
         if self.workspace is not None and self.workspace <= 0:
             raise EdgesegError(f"--workspace must be > 0 GiB, got {self.workspace}")
 

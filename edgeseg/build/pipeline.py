@@ -240,6 +240,10 @@ class Build:
         self._stages.append((stage, "done", seconds, info["detail"]))
         self.reporter.stage(stage, "done", info["detail"])
 
+    def _fresh(self, stage: str, inputs: dict[str, Path], options: dict[str, Any]) -> bool:
+        """Whether ``stage`` can be skipped: recorded as up to date and not named by ``--rerun``."""
+        return stage not in self.options.rerun and self.record.is_fresh(stage, inputs, options)
+
     def _cached(self, stage: str, detail: str) -> None:
         self._stages.append((stage, "cached", 0.0, detail))
         self.reporter.stage(stage, "cached", detail)
@@ -289,7 +293,7 @@ class Build:
         inputs = {"checkpoint": Path(source.ref)} if source.path else {}
         options = {"model": source.ref, "input_size": self.options.input_size}
         card_path = self.folder / "card.json"
-        if self.record.is_fresh("card", inputs, options):
+        if self._fresh("card", inputs, options):
             self._cached("card", card_path.name)
             return ModelCard.from_dict(read_json(card_path))
         with self._timed("card") as info:
@@ -317,7 +321,7 @@ class Build:
         if source.path:
             inputs["checkpoint"] = source.path
         options = {"export": config.to_dict(), "plugin": self.options.plugin}
-        if self.record.is_fresh("export", inputs, options):
+        if self._fresh("export", inputs, options):
             self._cached("export", path.name)
             return path
         with self._timed("export") as info:
@@ -343,7 +347,7 @@ class Build:
 
         path = self.folder / "model.sim.onnx"
         inputs = {"onnx": onnx_path}
-        if self.record.is_fresh("simplify", inputs, {}):
+        if self._fresh("simplify", inputs, {}):
             self._cached("simplify", path.name)
             return path
         with self._timed("simplify") as info:
@@ -432,7 +436,7 @@ class Build:
         reference = calibration.sha256 if calibration is not None else "random"
         options = {"data_max": DATA_MAX, "reference_inputs": reference}
         inputs = {"onnx": sim}
-        if self.record.is_fresh("fp16", inputs, options):
+        if self._fresh("fp16", inputs, options):
             self._cached("fp16", path.name)
             return path
         with self._timed("fp16") as info:
@@ -465,7 +469,7 @@ class Build:
         options = {"method": self.options.calib_method, "calibration_set": calibration.sha256,
                    "source": calibration.source, "images": len(calibration)}
         inputs = {"onnx": sim}
-        if cache.is_file():
+        if cache.is_file() and "calibrate" not in self.options.rerun:
             # Keyed by graph + images + method: the ranges in it are exactly what we would compute.
             if not self.record.is_fresh("calibrate", inputs, options):
                 self.record.record("calibrate", inputs=inputs, outputs={"cache": cache}, options=options,
@@ -493,7 +497,7 @@ class Build:
                    "max_miou_drop": self.options.max_miou_drop,
                    "validation_set": validation.sha256 if validation is not None else None}
         inputs = {"onnx": sim, "calibration_cache": cache}
-        if self.record.is_fresh("quantize", inputs, options):
+        if self._fresh("quantize", inputs, options):
             self._cached("quantize", path.name)
             return path
         with self._timed("quantize") as info:
@@ -594,7 +598,7 @@ class Build:
         options = {"data": data, "images": size, "pixel_agreement": tolerances.pixel_agreement,
                    "engine": engine}
         report_path = self.folder / "report.json"
-        if self.record.is_fresh("validate", inputs, options) and report_path.is_file():
+        if self._fresh("validate", inputs, options) and report_path.is_file():
             report = read_json(report_path)
             self._cached("validate", report_path.name)
         else:

@@ -114,6 +114,9 @@ def register(app: typer.Typer) -> None:
         plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as TensorRT plugin (fp32)."),
         plugin_lib: Path = typer.Option(
             None, "--plugin-lib", help="Plugin library. (default: build/trt/libedgeseg_trt_plugins.so)"),
+        rerun: list[str] = typer.Option(
+            [], "--rerun", help="Run this stage again even if up to date (repeatable): card, export, "
+                                "simplify, fp16, calibrate, quantize, validate."),
         json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout at the end."),
     ) -> None:
         import json
@@ -130,7 +133,7 @@ def register(app: typer.Typer) -> None:
             int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, val_data=val_data,
             val_size=val_size, min_agreement=min_agreement, from_onnx=from_onnx,
             require_engine=require_engine, workspace=workspace, dla_core=dla_core,
-            timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib,
+            timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib, rerun=tuple(rerun),
         )
         result = Build(options, _RichReporter()).run()
         console.print(_summary_table(result))
