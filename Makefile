@@ -12,6 +12,10 @@ BIN        := $(VENV)/bin
 STAMP      := $(VENV)/.edgeseg-installed
 PIP        := $(BIN)/python -m pip --disable-pip-version-check
 
+# torch's OpenMP threads spin while they wait by default; on a small shared CPU (CI, laptops, a
+# 2-core box running two test workers) that made training steps 8-40x slower (docs/demo-model.md).
+export OMP_WAIT_POLICY ?= PASSIVE
+
 .PHONY: venv demo test lint typecheck clean
 
 venv: $(STAMP)

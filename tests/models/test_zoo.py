@@ -28,7 +28,11 @@ PRESETS = [
 
 
 def test_every_preset_is_registered() -> None:
-    assert sorted(PRESETS) == list_models()
+    # Other test modules register tiny presets of their own; the zoo is what edgeseg itself ships.
+    from edgeseg.models._registry import _PRESETS
+
+    shipped = sorted(n for n, fn in _PRESETS.items() if fn.__module__.startswith("edgeseg."))
+    assert sorted(PRESETS) == shipped
     assert list_models("fcn*") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_vgg16"]
 
 
