@@ -524,8 +524,11 @@ class Build:
         hp = self.options.int8_high_precision
         last: dict[str, Any] = {}
 
+        # modelopt's placement pass feeds whole batches: a static batch needs that many images.
+        sample = calibration.images[:1 if self.options.shapes else self.options.batch]
+
         def quantize(excluded: list[str]) -> Path:
-            result = quantize_int8(sim, path, calibration_cache=cache, sample=calibration.images[:1],
+            result = quantize_int8(sim, path, calibration_cache=cache, sample=sample,
                                    nodes_to_exclude=excluded, high_precision_dtype=hp)
             last.update(quantized_layers=len(result.quantized_nodes), qdq_nodes=result.num_qdq,
                         high_precision_dtype=hp)

@@ -176,12 +176,20 @@ def _bypass_qdq(model: Any, keep: str | None) -> Any:
 
 
 def _run_graph(model: Any, images: np.ndarray) -> np.ndarray:
-    """The first output of ``model`` (float64) for each image, fed one at a time."""
+    """The first output of ``model`` (float64) for each image, fed one at a time.
+
+    A graph with a static batch larger than one gets each image padded with zero images.
+    """
     from edgeseg.export.onnx_export import INPUT_NAME
     from edgeseg.runners.onnxrt import OnnxrtRunner
 
+    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    pad = dim.dim_value - 1 if dim.HasField("dim_value") else 0
+    outs = []
     with OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled", name="sensitivity") as runner:
-        outs = [next(iter(runner.infer({INPUT_NAME: image[None]}).values())) for image in images]
+        for image in images:
+            feed = np.concatenate([image[None], np.zeros((pad, *image.shape), image.dtype)])
+            outs.append(next(iter(runner.infer({INPUT_NAME: feed}).values()))[:1])
     return np.concatenate(outs).astype(np.float64)
 
 
