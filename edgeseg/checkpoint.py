@@ -22,7 +22,7 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 
-__all__ = ["ModelCard", "save_model", "load_model", "load_card", "BUNDLE_FORMAT"]
+__all__ = ["ModelCard", "save_model", "load_model", "load_card", "read_checkpoint", "BUNDLE_FORMAT"]
 
 BUNDLE_FORMAT = "edgeseg.model/1"
 
@@ -96,21 +96,31 @@ def save_model(path: str | os.PathLike[str], model: Any, card: ModelCard) -> Non
         torch.save(payload, f)
 
 
-def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_checkpoint(path: str | os.PathLike[str], what: str = "edgeseg checkpoint") -> Any:
+    """``torch.load`` with ``weights_only=True`` onto the CPU; failures become one-line errors.
+
+    Args:
+        path: the file to read.
+        what: how the error messages name the expected file, e.g. ``"training checkpoint"``.
+    """
     import pickle
 
     import torch
 
     p = Path(path)
     if not p.is_file():
-        raise EdgesegError(f"{p}: checkpoint not found")
+        raise EdgesegError(f"{p}: {what} not found")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        return torch.load(p, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgesegError(f"{p}: not a readable edgeseg checkpoint ({first})") from None
+        raise EdgesegError(f"{p}: not a readable {what} ({first})") from None
+
+
+def _read(path: str | os.PathLike[str]) -> dict[str, Any]:
+    obj = read_checkpoint(path)
     if not isinstance(obj, dict) or "card" not in obj or "state_dict" not in obj:
-        raise EdgesegError(f"{p}: not an edgeseg checkpoint (no 'card'/'state_dict'; a bare state dict?)")
+        raise EdgesegError(f"{path}: not an edgeseg checkpoint (no 'card'/'state_dict'; a bare state dict?)")
     return obj
 
 
@@ -134,5 +144,6 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, ModelCard]:
     try:
         model.load_state_dict(obj["state_dict"])
     except RuntimeError as e:
-        raise EdgesegError(f"{path}: weights do not match preset '{card.preset}': {str(e).splitlines()[0]}") from None
+        first = str(e).splitlines()[0]
+        raise EdgesegError(f"{path}: weights do not match preset '{card.preset}': {first}") from None
     return model.eval(), card

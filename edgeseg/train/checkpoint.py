@@ -21,13 +21,13 @@ Layout (``format = "edgeseg.train/1"``)::
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgeseg._io import atomic_write
+from edgeseg.checkpoint import read_checkpoint
 from edgeseg.errors import EdgesegError
 
 __all__ = ["TRAIN_FORMAT", "save_checkpoint", "load_checkpoint"]
@@ -62,13 +62,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             deployable bundle, which has no optimizer state to resume from).
     """
     p = Path(path)
-    if not p.is_file():
-        raise EdgesegError(f"{p}: training checkpoint not found")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgesegError(f"{p}: not a readable training checkpoint ({first})") from None
+    obj = read_checkpoint(p, "training checkpoint")
     if not isinstance(obj, dict) or obj.get("format") != TRAIN_FORMAT:
         found = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
         raise EdgesegError(f"{p}: not an edgeseg training checkpoint (format {found!r}, "
