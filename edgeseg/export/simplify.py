@@ -8,11 +8,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import carry_metadata, check_and_infer, load_onnx, op_histogram, save_onnx
 
-__all__ = ["SimplifyResult", "simplify_onnx"]
+__all__ = ["SimplifyResult", "simplify_onnx", "CHECK_TOLERANCE"]
 
 
 @dataclass
@@ -34,6 +35,36 @@ class SimplifyResult:
     seconds: float = 0.0
 
 
+#: Largest allowed |simplified − original| output difference, relative to max(1, max |original|);
+#: class-map outputs may differ in at most 0.1 % of pixels.
+CHECK_TOLERANCE = 1e-4
+
+
+def _check_equal(original: Any, simplified: Any, shape: list[int], *, label: str) -> None:
+    """Run both graphs on one seeded random input; raise if their outputs differ."""
+    import numpy as np
+
+    from edgeseg.runners.onnxrt import OnnxrtRunner
+
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    outputs = []
+    for model in (original, simplified):
+        with OnnxrtRunner(model.SerializeToString(), name=label) as runner:
+            feed = {runner.get_input_metadata()[0].name: x}
+            outputs.append([np.asarray(v) for v in runner.infer(feed).values()])
+    for a, b in zip(*outputs, strict=True):
+        if a.shape != b.shape:
+            raise EdgesegError(f"{label}: simplification changed an output shape {a.shape} → {b.shape}")
+        if a.dtype.kind in "iu":  # class maps (--output argmax): a near-tie may flip a rare pixel
+            error, bound = float(np.mean(a != b)), 1e-3
+        else:
+            error = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
+            bound = CHECK_TOLERANCE * max(1.0, float(np.abs(a).max()) if a.size else 1.0)
+        if error > bound:
+            raise EdgesegError(f"{label}: the simplified graph's output differs from the original's "
+                               f"(max |diff| {error:.3g} > {bound:.3g}); onnxsim changed the model")
+
+
 def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                   *, test_batch: int | None = None) -> SimplifyResult:
     """Simplify ``src`` into ``dst`` with onnxsim and check that outputs still match.
@@ -41,39 +72,36 @@ def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
     Args:
         src: exported ONNX file.
         dst: destination file (written atomically).
-        test_batch: batch size used for onnxsim's random-input equality check when the batch
-            dimension is dynamic. Defaults to 1.
+        test_batch: batch size of the equality check's input when the batch dimension is
+            dynamic. Defaults to 1.
 
     Returns:
         A :class:`SimplifyResult` with the node counts.
 
     Raises:
-        EdgesegError: the input is not an ONNX model or onnxsim's equality check fails.
+        EdgesegError: the input is not an ONNX model, or the simplified graph's output differs
+            from the original's by more than :data:`CHECK_TOLERANCE` (relative to its magnitude).
     """
     import onnxsim
 
     start = time.perf_counter()
     model = load_onnx(src)
     before = len(model.graph.node)
-    test_shapes = None
-    graph_input = model.graph.input[0]
-    dims = graph_input.type.tensor_type.shape.dim
-    if any(not d.HasField("dim_value") for d in dims):
-        shape = [d.dim_value if d.HasField("dim_value") else (test_batch or 1) for d in dims]
-        test_shapes = {graph_input.name: shape}
-    # check_n=1: onnxsim compares the simplified and original graphs on one random input with
-    # ONNX Runtime, which cannot run TensorRT plugin nodes; graphs with them skip that check.
-    has_plugins = any(n.domain not in ("", "ai.onnx") for n in model.graph.node)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    shape = [d.dim_value if d.HasField("dim_value") else (test_batch or 1) for d in dims]
     try:
-        # onnxsim prints its check progress on stdout, which `--json` output must not contain.
+        # onnxsim's own check compares with a fixed atol of 1e-5, which float reassociation in
+        # BN folding exceeds on deep nets with large activations; the check below scales with
+        # the output instead. onnxsim prints progress on stdout, which `--json` must not see.
         with contextlib.redirect_stdout(io.StringIO()):
-            simplified, ok = onnxsim.simplify(model, check_n=0 if has_plugins else 1,
-                                              test_input_shapes=test_shapes, certify=False)
+            simplified, _ = onnxsim.simplify(model, check_n=0, certify=False,
+                                             test_input_shapes={model.graph.input[0].name: shape})
     except Exception as e:  # onnxsim wraps C++ failures in RuntimeError / ValueError
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise EdgesegError(f"{src}: onnxsim failed ({first})") from e
-    if not ok:
-        raise EdgesegError(f"{src}: onnxsim's simplified graph does not match the original on a random input")
+    # ONNX Runtime cannot run TensorRT plugin nodes (custom domains): such graphs go unchecked.
+    if not any(n.domain not in ("", "ai.onnx") for n in model.graph.node):
+        _check_equal(model, simplified, shape, label=str(src))
     carry_metadata(model, simplified)  # onnxsim writes its own bookkeeping there
     simplified = check_and_infer(simplified, label=str(dst))
     save_onnx(simplified, dst)

@@ -39,3 +39,19 @@ def test_simplify_rejects_a_non_model(tmp_path: Path) -> None:
     with pytest.raises(EdgesegError, match="x.onnx"):
         simplify_onnx(bogus, tmp_path / "y.onnx")
     assert not (tmp_path / "y.onnx").exists()
+
+
+def test_equality_check_catches_a_changed_graph() -> None:
+    from onnx import TensorProto, helper
+
+    from edgeseg.export.simplify import _check_equal
+
+    def graph(op: str) -> onnx.ModelProto:
+        nodes = [helper.make_node(op, ["images"], ["logits"])]
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, 4, 4]) for n in ("images", "logits")]
+        return helper.make_model(helper.make_graph(nodes, "g", io[:1], io[1:]),
+                                 opset_imports=[helper.make_opsetid("", 18)])
+
+    _check_equal(graph("Relu"), graph("Relu"), [1, 3, 4, 4], label="same")
+    with pytest.raises(EdgesegError, match="differs from the original"):
+        _check_equal(graph("Relu"), graph("Identity"), [1, 3, 4, 4], label="changed")
