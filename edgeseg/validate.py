@@ -18,7 +18,7 @@ the picture. That loop is a dozen lines over the runner interface, so it is writ
 
 Q/DQ and FP16 graphs run with ONNX Runtime's graph optimizations *disabled*: its CPU fusions would
 otherwise rewrite them into kernels TensorRT never executes. The gate is pixel agreement with
-per-precision defaults (fp32 99.99 %, fp16 99.9 %, int8 99.0 %); mIoU differences below about 0.4
+per-precision defaults (fp32 99.99 %, fp16 99.9 %, int8 99.5 %); mIoU differences below about 0.4
 points on 64 images are noise, so the mIoU delta is reported but gated only on request.
 """
 
@@ -68,14 +68,15 @@ class Tolerances:
 
     Args:
         pixel_agreement: minimum pixel agreement (percent) with the reference, per precision.
-            Defaults to fp32 99.99, fp16 99.9, int8 99.0.
+            Defaults to fp32 99.99, fp16 99.9, int8 99.5 (the INT8 target of the build's accuracy
+            guard, which excludes sensitive layers from INT8 until it holds).
         max_miou_drop: fail a candidate whose mIoU is more than this many points below the
             reference's. Defaults to None (reported, not gated: on a few dozen images a few tenths
             of a point is noise).
     """
 
     pixel_agreement: dict[str, float] = field(
-        default_factory=lambda: {"fp32": 99.99, "fp16": 99.9, "int8": 99.0})
+        default_factory=lambda: {"fp32": 99.99, "fp16": 99.9, "int8": 99.5})
     max_miou_drop: float | None = None
 
     def with_overrides(self, *, fp32: float | None = None, fp16: float | None = None,

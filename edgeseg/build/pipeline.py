@@ -495,6 +495,7 @@ class Build:
         validation = self._validation_set()
         options = {"high_precision_dtype": self.options.int8_high_precision,
                    "max_miou_drop": self.options.max_miou_drop,
+                   "min_agreement": self._int8_agreement_gate(),
                    "validation_set": validation.sha256 if validation is not None else None}
         inputs = {"onnx": sim, "calibration_cache": cache}
         if self._fresh("quantize", inputs, options):
@@ -511,9 +512,18 @@ class Build:
                 info["detail"] = f"{path.name}: accuracy guard skipped ({guard['reason']})"
             else:
                 info["detail"] = (f"{path.name}: mIoU drop {guard['miou_drop']:.2f} "
-                                  f"(budget {guard['max_miou_drop']}), {len(guard['excluded_layers'])} "
-                                  "layers kept in higher precision")
+                                  f"(budget {guard['max_miou_drop']}), pixel agreement "
+                                  f"{guard['pixel_agreement']:.2f}% (gate {guard['min_pixel_agreement']}%), "
+                                  f"{len(guard['excluded_layers'])} layers kept in higher precision")
         return path
+
+    def _int8_agreement_gate(self) -> float:
+        """The guard aims at the same pixel agreement that validation will gate the INT8 graph on."""
+        from edgeseg.validate import Tolerances
+
+        if self.options.min_agreement is not None:
+            return self.options.min_agreement
+        return Tolerances().pixel_agreement["int8"]
 
     def _quantize_with_guard(self, sim: Path, cache: Path, path: Path, validation: Any) -> dict[str, Any]:
         from edgeseg.export.onnx_export import load_onnx, module_scopes
@@ -557,11 +567,12 @@ class Build:
                 return layer_sensitivity(onnx_path, validation.images[:2], progress=progress)
 
         def on_step(step: dict[str, Any]) -> None:
-            self.reporter.note(f"accuracy guard: {step['excluded']} layers excluded → mIoU drop "
+            self.reporter.note(f"accuracy guard: {step['excluded']} layer(s) excluded → mIoU drop "
                                f"{step['miou_drop']:.2f}, pixel agreement {step['pixel_agreement']:.2f}%")
 
-        guard = run_accuracy_guard(budget=self.options.max_miou_drop, quantize=quantize, evaluate=evaluate,
-                                   rank=rank, on_step=on_step)
+        guard = run_accuracy_guard(budget=self.options.max_miou_drop,
+                                   min_agreement=self._int8_agreement_gate(),
+                                   quantize=quantize, evaluate=evaluate, rank=rank, on_step=on_step)
         scopes = module_scopes(load_onnx(self.folder / "model.onnx"))
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
                                            **guard.to_dict(),

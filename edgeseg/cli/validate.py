@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         tol_fp16: float | None = typer.Option(
             None, "--tol-fp16", help="Min pixel agreement % for fp16 artifacts (default 99.9)."),
         tol_int8: float | None = typer.Option(
-            None, "--tol-int8", help="Min pixel agreement % for int8 artifacts (default 99.0)."),
+            None, "--tol-int8", help="Min pixel agreement % for int8 artifacts (default 99.5)."),
         max_miou_drop: float | None = typer.Option(
             None, "--max-miou-drop", help="Also fail if mIoU drops by more points (default: not gated)."),
         plugin_lib: list[Path] = typer.Option(

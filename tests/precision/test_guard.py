@@ -119,7 +119,32 @@ def test_guard_passes_without_ranking_when_within_budget() -> None:
 
 
 def test_guard_fails_when_budget_cannot_be_met() -> None:
-    with pytest.raises(EdgesegError, match="exceeds --max-miou-drop 0.5 even with all 3 INT8 layers"):
+    with pytest.raises(EdgesegError, match=r"mIoU drop .* ≤ 0.5, .* even with all 3 INT8 layers"):
         run_accuracy_guard(budget=0.5, quantize=lambda excluded: Path("m.onnx"),
                            evaluate=lambda path: Evaluation(70.0, 80.0, 90.0, 8),
                            rank=lambda path: [("a", 3.0), ("b", 2.0), ("c", 1.0)])
+
+
+def test_guard_also_holds_the_agreement_gate(tmp_path: Path) -> None:
+    # A graph inside the mIoU budget but below the agreement gate still gets layers excluded.
+    agreement_by_excluded = {0: 99.30, 1: 99.42, 2: 99.61}
+    calls: list[list[str]] = []
+
+    def quantize(excluded: list[str]) -> Path:
+        calls.append(list(excluded))
+        return tmp_path / f"q{len(excluded)}.onnx"
+
+    def evaluate(path: Path) -> Evaluation:
+        k = int(path.stem[1:])
+        return Evaluation(miou=74.8, reference_miou=75.0, pixel_agreement=agreement_by_excluded[k], images=8)
+
+    result = run_accuracy_guard(budget=1.0, min_agreement=99.5, quantize=quantize, evaluate=evaluate,
+                                rank=lambda _: [("a", 3.0), ("b", 2.0), ("c", 1.0)])
+    assert calls == [[], ["a"], ["a", "b"]]
+    assert result.excluded == ["a", "b"] and result.to_dict()["min_pixel_agreement"] == 99.5
+    # Budget alone (agreement gate 0) stops at the first graph.
+    calls.clear()
+    assert run_accuracy_guard(budget=1.0, quantize=quantize, evaluate=evaluate,
+                              rank=lambda _: []).excluded == []
+    with pytest.raises(EdgesegError, match="min-agreement"):
+        run_accuracy_guard(budget=1.0, min_agreement=101, quantize=quantize, evaluate=evaluate, rank=list)
