@@ -1,5 +1,9 @@
 """Fixtures shared across test packages.
 
+Every test runs torch on one thread: ``make test`` runs two xdist workers on a 2-core machine, and
+with more threads than cores OpenMP's workers wait on each other far longer than they compute (the
+model tests measured ~30x slower per step under load).
+
 Runtime fixtures (``rt_*``, used by tests/runtime, tests/video, tests/serve, tests/test_bench.py): a
 tiny real segmentation network, its model card, and a build directory laid out per the build
 contract (``card.json``, ``model.onnx``, ``model.fp16.onnx``, ``build.json``) made by actually
@@ -8,6 +12,7 @@ exporting the network with the dynamo ONNX exporter.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +22,15 @@ from torch import nn
 
 from edgeseg._io import write_json
 from edgeseg.checkpoint import ModelCard
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 
 RT_INPUT_SIZE = (32, 48)  # (H, W) of the tiny network's input
 RT_CLASSES = 3

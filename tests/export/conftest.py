@@ -5,7 +5,6 @@ Torch runs on one thread: on a shared 2-core machine OpenMP workers mostly wait 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from torch import nn
 from edgeseg.export import ExportConfig, export_onnx, simplify_onnx
 
 from ._tiny import DBMS_CLASSES, DBMS_SIZE
-
-
-@pytest.fixture(autouse=True, scope="package")
-def _single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

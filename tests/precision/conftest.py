@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,14 +18,6 @@ from edgeseg.precision.calibration import load_calibration_set
 
 SIZE = (32, 32)
 
-
-@pytest.fixture(autouse=True, scope="package")
-def _single_thread() -> Iterator[None]:
-    # On a shared 2-core machine OpenMP workers mostly wait on each other.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")
