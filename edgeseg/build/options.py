@@ -39,15 +39,20 @@ DEFAULT_PLUGIN_LIB = Path("build/trt/libedgeseg_trt_plugins.so")
 class BuildOptions:
     """Everything ``edgeseg build`` can be told; None means "the documented default".
 
+    With ``target``, the options left None take the profile's ``[build]`` values first
+    (:mod:`edgeseg.build.targets`); explicitly given options always win.
+
     Args:
-        precision: ``fp32``, ``fp16`` or ``int8``. Defaults to int8 (or what ``from_onnx`` encodes).
+        precision: ``fp32``, ``fp16`` or ``int8``. Defaults to what ``from_onnx`` encodes, else the
+            target's, else int8.
         model: checkpoint path or zoo preset name. Defaults to the shipped demo model.
         name: build folder name. Defaults to the checkpoint's stem or the preset name.
         out_dir: parent of build folders. Defaults to ``engines``.
-        input_size: ``(H, W)``. Defaults to the model card's ``input_size``.
-        batch: static batch size. Defaults to 1.
-        shapes: ``(min, opt, max)`` batch sizes for a dynamic batch. Defaults to static.
-        opset: ONNX opset of the export. Defaults to 18.
+        input_size: ``(H, W)``. Defaults to the target's, else the model card's ``input_size``.
+        batch: static batch size. Defaults to the target's, else 1.
+        shapes: ``(min, opt, max)`` batch sizes for a dynamic batch. Defaults to the target's, else
+            static. Giving ``batch`` or ``shapes`` replaces both of the target's.
+        opset: ONNX opset of the export. Defaults to the target's, else 18.
         output: ``logits`` or ``argmax``. Defaults to logits.
         calib_data: calibration source (folder / ``KIND:ROOT[:split]`` / manifest). Defaults to
             the demo manifest for the demo model, else the card's dataset (train split).
@@ -62,8 +67,9 @@ class BuildOptions:
             built precision. Defaults to :class:`edgeseg.validate.Tolerances`' per-precision value.
         from_onnx: start from this precision ONNX (skips export and calibration).
         require_engine: fail when TensorRT is missing instead of skipping the engine.
-        workspace: TensorRT workspace in GiB. Defaults to the builder's default.
-        dla_core: DLA core (Jetson). Defaults to the GPU.
+        workspace: TensorRT workspace in GiB. Defaults to the target's, else the builder's default.
+        dla_core: DLA core (Jetson); must exist on the target when one is given. Defaults to the
+            target's, else the GPU.
         timing_cache: TensorRT timing-cache file. Defaults to ``<build>/timing.cache``.
         plugin: ``fused-ddc`` to export DDC blocks as the TensorRT plugin (fp32 builds only).
             Defaults to none.
@@ -72,6 +78,8 @@ class BuildOptions:
         rerun: stages to run again even when their records say they are up to date (``calibrate``
             also ignores its keyed cache). Later stages re-run when their inputs change. Defaults
             to none.
+        target: target profile, a name in ``engines/targets/`` or a ``.toml`` path (recorded in
+            build.json). Defaults to none.
     """
 
     precision: str | None = None
@@ -79,9 +87,9 @@ class BuildOptions:
     name: str | None = None
     out_dir: Path = Path("engines")
     input_size: tuple[int, int] | None = None
-    batch: int = 1
+    batch: int = None  # type: ignore[assignment]  # resolved to an int in __post_init__
     shapes: tuple[int, int, int] | None = None
-    opset: int = DEFAULT_OPSET
+    opset: int = None  # type: ignore[assignment]  # resolved to an int in __post_init__
     output: str = "logits"
     calib_data: str | None = None
     calib_size: int = 32
@@ -99,9 +107,17 @@ class BuildOptions:
     plugin: str | None = None
     plugin_lib: Path | None = None
     rerun: tuple[str, ...] = ()
+    target: str | None = None
 
     def __post_init__(self) -> None:
         from edgeseg.precision.ranges import CALIBRATION_METHODS
+
+        if self.target is not None:
+            self._apply_target(self.target)
+        if self.batch is None:
+            self.batch = 1
+        if self.opset is None:
+            self.opset = DEFAULT_OPSET
 
         if self.precision is not None and self.precision not in PRECISIONS:
             raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -130,6 +146,23 @@ class BuildOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (os.fspath(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    def _apply_target(self, target: str) -> None:
+        """Fill the options left None from the target profile's ``[build]`` table."""
+        from edgeseg.build.targets import load_target
+
+        profile = load_target(target)
+        profile.check_dla_core(self.dla_core, "--dla-core")
+        defaults = profile.build
+        # A graph given with --from-onnx already holds its precision; the profile's would only clash.
+        if self.precision is None and self.from_onnx is None:
+            self.precision = defaults.precision
+        # Batch and shapes are one choice (static or dynamic): either given replaces both.
+        if self.batch is None and self.shapes is None:
+            self.batch, self.shapes = defaults.batch, defaults.shapes  # type: ignore[assignment]
+        for key in ("workspace", "dla_core", "opset", "input_size"):
+            if getattr(self, key) is None:
+                setattr(self, key, getattr(defaults, key))
 
 
 @dataclass

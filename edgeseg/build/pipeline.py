@@ -57,9 +57,9 @@ def engine_name(precision: str) -> str:
     return f"model.{precision}.engine"
 
 
-def finish_hint(onnx_path: Path) -> str:
-    """The command that finishes a build on a machine with TensorRT."""
-    return f"edgeseg build --from-onnx {onnx_path}"
+def finish_hint(onnx_path: Path, target: str | None = None) -> str:
+    """The command that finishes a build on a machine with TensorRT (with the build's ``--target``)."""
+    return f"edgeseg build --from-onnx {onnx_path}" + (f" --target {target}" if target else "")
 
 
 class Reporter:
@@ -653,13 +653,26 @@ class Build:
 
         available, reason = tensorrt_available()
         if available:
+            self._check_target_machine(deploy)
             return self._build_engine(deploy, precision, self.folder / engine_name(precision))
-        hint = finish_hint(deploy)
+        hint = finish_hint(deploy, self.options.target)
         self.record.record(f"engine:{precision}", inputs={"onnx": deploy}, outputs={},
                            options=self._engine_options(), status="skipped", reason=reason)
         self._stages.append(("engine", "skipped", 0.0, reason))
         self.reporter.stage("engine", "skipped", reason)
         return {"status": "skipped", "reason": reason, "finish_with": hint}
+
+    def _check_target_machine(self, deploy: Path) -> None:
+        """Refuse to build an engine for ``--target`` on a machine whose engines would not run there."""
+        if self.options.target is None:
+            return
+        from edgeseg.build.targets import load_target, machine_problems
+        from edgeseg.trt.metadata import RuntimeInfo
+
+        problems = machine_problems(load_target(self.options.target), RuntimeInfo.current())
+        if problems:
+            raise EdgesegError("engine not built: " + "; ".join(problems) + " (engines are not portable). "
+                               f"Finish on the target: {finish_hint(deploy, self.options.target)}")
 
     def _plugin_library(self) -> Path:
         """The compiled ``EdgesegFusedDDC`` TensorRT plugin library (``--plugin-lib``)."""

@@ -27,6 +27,8 @@ Examples:
   edgeseg build -m runs/city/model.pt --precision fp16 --val-data cityscapes:/data/cityscapes:val
   edgeseg build -m runs/city/model.pt --calib-data cityscapes:/data/cityscapes:train --calib-size 64
   edgeseg build --from-onnx engines/demo_dbmsnet/model.int8.onnx   # on the Jetson: engine only
+  edgeseg build --target jetson-orin-nano   # defaults from engines/targets/jetson-orin-nano.toml
+  edgeseg build --list-targets              # the shipped target profiles
 
 \b
 Stages (each recorded in build.json; a re-run skips what is still up to date):
@@ -74,20 +76,41 @@ def _summary_table(result: BuildResult) -> Any:
     return table
 
 
+def _targets_table() -> Any:
+    from rich.table import Table
+
+    from edgeseg.build.targets import TARGETS_DIR, list_targets, load_target
+
+    table = Table(title=f"target profiles ({TARGETS_DIR})")
+    table.add_column("--target", no_wrap=True)
+    for column in ("description", "TensorRT", "CC", "DLA", "build defaults"):
+        table.add_column(column)
+    for name in list_targets():
+        profile = load_target(name)
+        defaults = ", ".join(f"{k}={v}" for k, v in vars(profile.build).items() if v is not None)
+        table.add_row(name, profile.description, profile.tensorrt, profile.compute_capability,
+                      str(profile.dla_cores), defaults)
+    return table
+
+
 def register(app: typer.Typer) -> None:
     @app.command("build", help=_HELP)
     def build(
         precision: str = typer.Option(
-            None, "--precision", "-p", help="fp32, fp16 or int8. (default: int8, or what --from-onnx holds)"),
+            None, "--precision", "-p",
+            help="fp32, fp16 or int8. (default: what --from-onnx holds, the target's, else int8)"),
         model: str = typer.Option(
             None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),
         name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
-        input_size: str = typer.Option(None, "--input", help="Input HxW. (default: the model card's)"),
-        batch: int = typer.Option(1, "--batch", help="Static batch size."),
+        input_size: str = typer.Option(None, "--input",
+                                       help="Input HxW. (default: the target's, else the model card's)"),
+        batch: int = typer.Option(None, "--batch", help="Static batch size. (default: the target's, else 1)"),
         shapes: str = typer.Option(None, "--shapes",
-                                   help="Dynamic batch 'min,opt,max' (e.g. 1,4,8); TensorRT profile."),
-        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. (default: 18)"),
+                                   help="Dynamic batch 'min,opt,max' (e.g. 1,4,8); TensorRT profile. "
+                                        "(default: the target's, else static)"),
+        opset: int = typer.Option(None, "--opset",
+                                  help="ONNX opset 17..20. (default: the target's, else 18)"),
         output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
         calib_data: str = typer.Option(None, "--calib-data",
                                        help="Calibration images: folder, KIND:ROOT[:split], or a manifest "
@@ -109,8 +132,10 @@ def register(app: typer.Typer) -> None:
             None, "--from-onnx", help="Start from this precision ONNX: skip export and calibration."),
         require_engine: bool = typer.Option(
             False, "--require-engine", help="Fail when TensorRT is missing instead of skipping the engine."),
-        workspace: float = typer.Option(None, "--workspace", help="TensorRT workspace (GiB)."),
-        dla_core: int = typer.Option(None, "--dla-core", help="Build for this DLA core (Jetson)."),
+        workspace: float = typer.Option(None, "--workspace",
+                                        help="TensorRT workspace (GiB). (default: the target's)"),
+        dla_core: int = typer.Option(None, "--dla-core",
+                                     help="Build for this DLA core (Jetson). (default: the target's)"),
         timing_cache: Path = typer.Option(
             None, "--timing-cache", help="TensorRT timing cache. (default: <build>/timing.cache)"),
         plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as TensorRT plugin (fp32)."),
@@ -119,23 +144,32 @@ def register(app: typer.Typer) -> None:
         rerun: list[str] = typer.Option(
             [], "--rerun", help="Run this stage again even if up to date (repeatable): card, export, "
                                 "simplify, fp16, calibrate, quantize, validate."),
+        target: str = typer.Option(
+            None, "--target", "-t", help="Target profile: a name from --list-targets or a .toml path; "
+                                         "fills the options not given here."),
+        list_targets: bool = typer.Option(False, "--list-targets", help="List the target profiles and exit."),
         json_out: bool = typer.Option(False, "--json", help="Print report.json on stdout at the end."),
     ) -> None:
         import json
 
+        if list_targets:
+            console.print(_targets_table())
+            return
+
         from edgeseg.build import Build, BuildOptions
         from edgeseg.cli.train import parse_hw
-        from edgeseg.export import DEFAULT_OPSET, parse_batch_profile
+        from edgeseg.export import parse_batch_profile
 
         options = BuildOptions(
             precision=precision, model=model, name=name, out_dir=out_dir,
             input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
-            shapes=parse_batch_profile(shapes), opset=opset or DEFAULT_OPSET, output=output,
+            shapes=parse_batch_profile(shapes), opset=opset, output=output,
             calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
             int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, val_data=val_data,
             val_size=val_size, min_agreement=min_agreement, from_onnx=from_onnx,
             require_engine=require_engine, workspace=workspace, dla_core=dla_core,
             timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib, rerun=tuple(rerun),
+            target=target,
         )
         result = Build(options, _RichReporter()).run()
         console.print(_summary_table(result))
