@@ -8,12 +8,20 @@ Runtime fixtures (``rt_*``, used by tests/runtime, tests/video, tests/serve, tes
 tiny real segmentation network, its model card, and a build directory laid out per the build
 contract (``card.json``, ``model.onnx``, ``model.fp16.onnx``, ``build.json``) made by actually
 exporting the network with the dynamo ONNX exporter.
+
+Fused-op fixtures (``tiny_ddc_net``, ``randomize_bn``, ``export_proto``, used by tests/ops and
+tests/runners): a stem + three DDC blocks + classifier with non-trivial BatchNorm, and its ONNX
+export in standard-op or plugin form (one ``EdgesegFusedDDC`` node per fused block).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import io
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +30,7 @@ from torch import nn
 
 from edgeseg._io import write_json
 from edgeseg.checkpoint import ModelCard
+from edgeseg.models.dbmsnet import DDCBlock
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -125,3 +134,73 @@ def rt_build(rt_model: nn.Module, rt_card: ModelCard, tmp_path_factory: pytest.T
     onnx.save(fp16, root / "model.fp16.onnx")
     write_json(root / "build.json", {"stages": ["export"], "options": {"precision": "fp32"}})
     return root
+
+
+def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm non-trivial statistics and affine parameters, so folding is exercised
+    (a freshly initialised BN is the identity and would hide a wrong fold)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                c = m.num_features
+                m.running_mean.copy_(torch.rand(c, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(c, generator=g) * 0.6 - 0.3)
+    return model
+
+
+class TinyDDCNet(nn.Module):
+    """Stem conv, the MDM's three DDC blocks (S, M, L), 1x1 classifier: the fused path in miniature."""
+
+    def __init__(self, channels: int = 40, num_classes: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, channels, 3, padding=1)
+        self.blocks = nn.Sequential(
+            DDCBlock(channels, (1, 3, 5, 7)),
+            DDCBlock(channels, (5, 7, 11, 13)),
+            DDCBlock(channels, (13, 15, 17, 19)),
+        )
+        self.head = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.stem(x)))
+
+
+@pytest.fixture
+def tiny_ddc_net() -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_batchnorm(TinyDDCNet()).eval()
+
+
+@pytest.fixture
+def randomize_bn() -> Callable[..., nn.Module]:
+    """:func:`randomize_batchnorm`, for tests that build their own model."""
+    return randomize_batchnorm
+
+
+def export_onnx_proto(model: nn.Module, x: torch.Tensor, *, plugin: bool) -> Any:
+    """``model`` exported by the dynamo exporter (opset 18, ``images`` → ``logits``, static shapes) as an
+    ``onnx.ModelProto``; ``plugin=True`` writes fused blocks as ``EdgesegFusedDDC`` nodes."""
+    from edgeseg.ops.onnx_plugin import custom_translation_table
+
+    table = custom_translation_table() if plugin else None
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (x,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            opset_version=18,
+            custom_translation_table=table,
+        )
+    return program.model_proto
+
+
+@pytest.fixture
+def export_proto() -> Callable[..., Any]:
+    """:func:`export_onnx_proto`: ``export_proto(model, x, plugin=...) -> onnx.ModelProto``."""
+    return export_onnx_proto

@@ -234,3 +234,46 @@ def test_export_command_is_the_first_stages(int8_build: tuple, workspace: dict[s
     assert out["folder"] == str(result.folder)
     assert out["export"]["results"]["opset"] == 18 and out["export"]["results"]["trt_compat"]["nodes"] > 0
     assert out["simplify"]["outputs"]["onnx"]["sha256"] == sha256_file(result.folder / "model.sim.onnx")
+
+
+@NO_TRT
+def test_plugin_build_validates_the_plugin_graph(workspace: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeseg.ops.ort_custom_op as ort_custom_op
+    from edgeseg.errors import MissingDependencyError
+    from edgeseg.export.onnx_export import load_onnx
+    from edgeseg.ops.onnx_plugin import plugin_nodes
+
+    # The real FP32 gate (pixel agreement ≥ 99.99 %), not the random-weight tests' zero budget.
+    options = _options(workspace, precision="fp32", plugin="fused-ddc", name="tiny_plugin",
+                       min_agreement=None)
+
+    def missing() -> str:
+        raise MissingDependencyError("onnxruntime_extensions", purpose="running plugin-form ONNX on the CPU")
+
+    # Where the plugin nodes cannot run, validation fails (it never passes by skipping them) ...
+    with monkeypatch.context() as patch:
+        patch.setattr(ort_custom_op, "register_custom_ops", missing)
+        with pytest.raises(EdgesegError, match="validation failed.*no fp32 artifact could be validated"):
+            Build(options, RecordingReporter()).run()
+    failed = read_json(workspace["engines"] / "tiny_plugin" / "report.json")
+    assert not failed["passed"] and not failed["candidates"]
+    assert {s["artifact"].split("/")[-1] for s in failed["skipped"]} == {"model.onnx", "model.sim.onnx"}
+    assert all("onnxruntime_extensions" in s["reason"] for s in failed["skipped"])
+    # ... and that failure is not reused: the next run validates again, and the plugin graphs pass.
+    reporter = RecordingReporter()
+    result = Build(options, reporter).run()
+    assert reporter.stages["export"] == "cached" and reporter.stages["validate"] == "done"
+    assert result.deploy_onnx.name == "model.sim.onnx"
+    assert len(plugin_nodes(load_onnx(result.deploy_onnx))) == 3  # the MDM's three DDC blocks
+    report = read_json(result.folder / "report.json")
+    assert report["passed"] and not report["skipped"]
+    candidates = {Path(c["artifact"]).name: c for c in report["candidates"]}
+    assert set(candidates) == {"model.onnx", "model.sim.onnx"}
+    for c in candidates.values():
+        assert c["backend"] == "onnxrt" and c["passed"] and c["pixel_agreement"] >= 99.99
+        assert c["max_abs_logit_diff"] < 1e-3
+    # A passed validation is reused.
+    reporter = RecordingReporter()
+    Build(options, reporter).run()
+    assert reporter.stages["validate"] == "cached"

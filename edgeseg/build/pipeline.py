@@ -612,8 +612,11 @@ class Build:
         options = {"data": data, "images": size, "pixel_agreement": tolerances.pixel_agreement,
                    "engine": engine}
         report_path = self.folder / "report.json"
-        if self._fresh("validate", inputs, options) and report_path.is_file():
-            report = read_json(report_path)
+        fresh = self._fresh("validate", inputs, options) and report_path.is_file()
+        report = read_json(report_path) if fresh else {}
+        # Only a passed validation is reused: a failure may come from outside the artifacts (a
+        # missing package, a runner that could not load plugin graphs), and must be retried.
+        if report.get("passed"):
             self._cached("validate", report_path.name)
         else:
             with self._timed("validate") as info:

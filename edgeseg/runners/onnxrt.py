@@ -1,4 +1,9 @@
-"""ONNX Runtime backend: runs every ONNX artifact of a build (raw, simplified, FP16, INT8 Q/DQ)."""
+"""ONNX Runtime backend: runs every ONNX artifact of a build (raw, simplified, FP16, INT8 Q/DQ).
+
+Plugin-form graphs (``--plugin fused-ddc``: ``EdgesegFusedDDC`` nodes for TensorRT's plugin) run too:
+ONNX Runtime has no kernel for the node, so the session loads the graph's ONNX Runtime form with the
+nodes bound to the fused op's CPU kernel (:mod:`edgeseg.ops.ort_custom_op`).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +41,9 @@ _ORT_DTYPES = {
 
 class OnnxrtRunner(BaseRunner):
     """Run an ONNX model with ONNX Runtime.
+
+    A model with ``EdgesegFusedDDC`` plugin nodes runs with those nodes on the fused op's CPU kernel
+    (onnxruntime-extensions, FP32 only); every other model is handed to ONNX Runtime unchanged.
 
     Args:
         path_or_bytes: path of a ``.onnx`` file, or the serialized model.
@@ -98,11 +106,42 @@ class OnnxrtRunner(BaseRunner):
             available = ort.get_available_providers()
             providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         model = self.model if isinstance(self.model, bytes) else os.fspath(self.model)
+        plugin_graph = self._plugin_graph(model)
+        if plugin_graph is not None:
+            from edgeseg.ops.ort_custom_op import register_custom_ops, to_onnxruntime_graph
+
+            options.register_custom_ops_library(register_custom_ops())
+            model = to_onnxruntime_graph(plugin_graph).SerializeToString()
         try:
             self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as e:  # ORT raises its own pybind exception types for every load failure
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise EdgesegError(f"{self.name}: ONNX Runtime cannot load the model ({first})") from None
+
+    def _plugin_graph(self, model: str | bytes) -> Any:
+        """The model as an ``onnx.ModelProto`` when it has plugin nodes, else None (load it as it is).
+
+        Raises:
+            EdgesegError: a node of the plugin domain breaks the plugin's contract.
+        """
+        import onnx
+
+        from edgeseg.ops.onnx_plugin import plugin_nodes
+
+        try:
+            # Without external data: deciding needs the nodes only, not the weights.
+            proto = (onnx.load_from_string(model) if isinstance(model, bytes)
+                     else onnx.load(model, load_external_data=False))
+        except Exception:  # protobuf decode errors come in many types
+            return None  # not an ONNX model: ONNX Runtime's own load reports it below
+        try:
+            if not plugin_nodes(proto):
+                return None
+        except EdgesegError as e:
+            raise EdgesegError(f"{self.name}: {e}") from None
+        if isinstance(model, str):
+            onnx.load_external_data_for_model(proto, os.path.dirname(model))
+        return proto
 
     def get_input_metadata_impl(self) -> list[TensorMeta]:
         return [_meta(i) for i in self.session.get_inputs()]

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
-import warnings
 
 import numpy as np
 import onnx
@@ -16,7 +13,7 @@ from torch import nn
 
 from edgeseg.errors import EdgesegError
 from edgeseg.ops import fuse_model, fused_ddc
-from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, custom_translation_table, plugin_nodes
+from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, plugin_nodes
 from edgeseg.ops.ort_custom_op import (
     from_onnxruntime_graph,
     ort_session,
@@ -25,27 +22,11 @@ from edgeseg.ops.ort_custom_op import (
 )
 
 
-def _export(model: nn.Module, x: torch.Tensor, *, plugin: bool) -> onnx.ModelProto:
-    table = custom_translation_table() if plugin else None
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(
-            model,
-            (x,),
-            dynamo=True,
-            input_names=["images"],
-            output_names=["logits"],
-            opset_version=18,
-            custom_translation_table=table,
-        )
-    return program.model_proto
-
-
-def test_plugin_graph_matches_standard_graph(tiny_ddc_net) -> None:
+def test_plugin_graph_matches_standard_graph(tiny_ddc_net, export_proto) -> None:
     x = torch.randn(2, 3, 24, 33)
-    standard = _export(tiny_ddc_net, x, plugin=False)
+    standard = export_proto(tiny_ddc_net, x, plugin=False)
     fused = fuse_model(copy.deepcopy(tiny_ddc_net))
-    plugin = _export(fused, x, plugin=True)
+    plugin = export_proto(fused, x, plugin=True)
     onnx.checker.check_model(plugin)
 
     nodes = plugin_nodes(plugin)
@@ -83,10 +64,10 @@ class _NoResidual(nn.Module):
         return fused_ddc(x, self.weight, (1, 2, 3, 5), self.scale, self.shift, x.mean((2, 3)), None)
 
 
-def test_plugin_node_without_residual() -> None:
+def test_plugin_node_without_residual(export_proto) -> None:
     model = _NoResidual().eval()
     x = torch.randn(1, 2, 9, 14)
-    proto = _export(model, x, plugin=True)
+    proto = export_proto(model, x, plugin=True)
     (node,) = plugin_nodes(proto)
     assert len(node.input) == 5
     got = ort_session(proto).run(None, {"images": x.numpy()})[0]
@@ -112,13 +93,13 @@ def test_plugin_nodes_rejects_broken_node() -> None:
         plugin_nodes(model)
 
 
-def test_onnxruntime_round_trip_through_onnxsim(tiny_ddc_net) -> None:
+def test_onnxruntime_round_trip_through_onnxsim(tiny_ddc_net, export_proto) -> None:
     # The path for tools that run ONNX Runtime themselves: rewrite, run the tool with the custom-op
     # library, rewrite back; the plugin nodes come back exactly as exported.
     import onnxsim
 
     x = torch.randn(1, 3, 16, 20)
-    plugin = _export(fuse_model(copy.deepcopy(tiny_ddc_net)), x, plugin=True)
+    plugin = export_proto(fuse_model(copy.deepcopy(tiny_ddc_net)), x, plugin=True)
     ort_form = to_onnxruntime_graph(plugin)
     assert not plugin_nodes(ort_form)
     simplified, ok = onnxsim.simplify(ort_form, check_n=1, custom_lib=register_custom_ops())
