@@ -6,7 +6,7 @@
 * :func:`fuse_model` / :class:`FusedDDC` (in :mod:`edgeseg.ops.fuse`) - swap a DBMSNet's DDC
   blocks for the op at inference time;
 * :mod:`edgeseg.ops.onnx_plugin` - export fused models with one TensorRT plugin node per block;
-* :mod:`edgeseg.ops.ort_cpu` - run that plugin-form ONNX on the CPU in ONNX Runtime.
+* :mod:`edgeseg.ops.ort_custom_op` - run that plugin-form ONNX on the CPU in ONNX Runtime.
 """
 
 from edgeseg.ops.fuse import FusedDDC, fuse_model
