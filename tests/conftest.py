@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -96,6 +97,41 @@ def rt_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("bundle") / "tiny_dbmsnet.pt"
     save_model(path, model, card)
     return path
+
+
+class ArgmaxNet(nn.Module):
+    """Wraps a segmentation net so its graph ends in the class map (``--output argmax``)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).argmax(1).to(torch.int32)
+
+
+@pytest.fixture
+def rt_static_build(rt_build: Path, rt_model: nn.Module, tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a build folder whose ``model.onnx`` has a static batch, logits or argmax output."""
+
+    def make(batch: int, *, argmax: bool = False, name: str = "static") -> Path:
+        build = tmp_path / name
+        build.mkdir()
+        shutil.copy(rt_build / "card.json", build / "card.json")
+        h, w = RT_INPUT_SIZE
+        torch.onnx.export(
+            (ArgmaxNet(rt_model) if argmax else rt_model).eval(),
+            (torch.zeros(batch, 3, h, w),),
+            str(build / "model.onnx"),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["labels" if argmax else "logits"],
+            external_data=False,
+            verbose=False,
+        )
+        return build
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from edgeseg.bench import peak_rss_mb, plan_cases, plot_results, reset_peak_rss, run_benchmarks
 from edgeseg.cli import main
@@ -34,22 +33,8 @@ def test_run_reports_ordered_percentiles(rt_build: Path) -> None:
         assert r.peak_rss_mb > 0 and r.device == "cpu" and r.power_mw is None
 
 
-def test_static_batch_graph_is_skipped_with_reason(
-    rt_build: Path, rt_model: torch.nn.Module, tmp_path: Path
-) -> None:
-    build = tmp_path / "static"
-    build.mkdir()
-    shutil.copy(rt_build / "card.json", build / "card.json")
-    torch.onnx.export(
-        rt_model,
-        (torch.zeros(1, 3, 32, 48),),
-        str(build / "model.onnx"),
-        dynamo=True,
-        input_names=["images"],
-        output_names=["logits"],
-        external_data=False,
-        verbose=False,
-    )
+def test_static_batch_graph_is_skipped_with_reason(rt_static_build: Callable[..., Path]) -> None:
+    build = rt_static_build(1)
     cases, _, size = plan_cases(build / "model.onnx")
     results = run_benchmarks(cases, [1, 2], size, warmup=0, iters=2)
     assert results[0].skipped is None

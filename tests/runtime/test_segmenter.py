@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -190,32 +190,9 @@ def test_load_onnx_file_directly_and_missing_precision(rt_build: Path) -> None:
         Segmenter.load(rt_build.parent)
 
 
-class _ArgmaxNet(nn.Module):
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x).argmax(1).to(torch.int32)
-
-
-def test_static_batch_labels_graph(
-    rt_build: Path, rt_model: nn.Module, ort_seg: Segmenter, tmp_path: Path
-) -> None:
+def test_static_batch_labels_graph(rt_static_build: Callable[..., Path], ort_seg: Segmenter) -> None:
     """A static batch-2 graph with an argmax output: 3 frames are padded to 2+2; masks still agree."""
-    build = tmp_path / "static"
-    build.mkdir()
-    shutil.copy(rt_build / "card.json", build / "card.json")
-    torch.onnx.export(
-        _ArgmaxNet(rt_model).eval(),
-        (torch.zeros(2, 3, 32, 48),),
-        str(build / "model.onnx"),
-        dynamo=True,
-        input_names=["images"],
-        output_names=["labels"],
-        external_data=False,
-        verbose=False,
-    )
+    build = rt_static_build(2, argmax=True)
     frames = _frames(3, 32, 48, seed=6)  # at the input size, so labels need no resize
     with Segmenter.load(build) as seg:
         assert seg.fixed_batch == 2

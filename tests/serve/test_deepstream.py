@@ -5,6 +5,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -86,33 +87,12 @@ def test_fp16_precision_and_normalisation_helper(rt_build: Path, tmp_path: Path)
         assert factors[c] * scale * (200 - offsets[c]) == pytest.approx((200 / 255 - m) / s)
 
 
-class _Argmax(torch.nn.Module):
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x).argmax(1).to(torch.int32)
-
-
 def test_labels_graph_and_bad_options_refused(
-    rt_build: Path, rt_model: torch.nn.Module, tmp_path: Path
+    rt_build: Path, rt_static_build: Callable[..., Path], tmp_path: Path
 ) -> None:
     with pytest.raises(EdgesegError, match="threshold"):
         export_deepstream(rt_build, tmp_path, threshold=-0.1)
-    build = tmp_path / "argmax"
-    build.mkdir()
-    shutil.copy(rt_build / "card.json", build / "card.json")
-    torch.onnx.export(
-        _Argmax(rt_model).eval(),
-        (torch.zeros(1, 3, 32, 48),),
-        str(build / "model.onnx"),
-        dynamo=True,
-        input_names=["images"],
-        output_names=["labels"],
-        external_data=False,
-        verbose=False,
-    )
+    build = rt_static_build(1, argmax=True, name="argmax")
     with pytest.raises(EdgesegError, match="argmax"):
         export_deepstream(build, tmp_path / "out")
 

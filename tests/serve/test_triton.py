@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from edgeseg._io import sha256_file, write_json
 from edgeseg.errors import EdgesegError
@@ -134,29 +134,8 @@ def test_tensorrt_without_engine_is_refused(rt_build: Path, tmp_path: Path) -> N
     assert not list((tmp_path / "repo").rglob("model.plan")) if (tmp_path / "repo").exists() else True
 
 
-class _Argmax(torch.nn.Module):
-    def __init__(self, inner: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x).argmax(1).to(torch.int32)
-
-
-def test_static_batch_labels_graph(rt_build: Path, rt_model: torch.nn.Module, tmp_path: Path) -> None:
-    build = tmp_path / "static"
-    build.mkdir()
-    shutil.copy(rt_build / "card.json", build / "card.json")
-    torch.onnx.export(
-        _Argmax(rt_model).eval(),
-        (torch.zeros(1, 3, 32, 48),),
-        str(build / "model.onnx"),
-        dynamo=True,
-        input_names=["images"],
-        output_names=["labels"],
-        external_data=False,
-        verbose=False,
-    )
+def test_static_batch_labels_graph(rt_static_build: Callable[..., Path], tmp_path: Path) -> None:
+    build = rt_static_build(1, argmax=True)
     result = export_triton(build, tmp_path / "repo")
     assert any("static batch" in note for note in result.notes)
     cfg = parse_pbtxt((tmp_path / "repo" / "static" / "config.pbtxt").read_text())
