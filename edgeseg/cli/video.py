@@ -28,6 +28,10 @@ def register(app: typer.Typer) -> None:
         backend: str = typer.Option("auto", help="auto, tensorrt, onnxruntime or torch."),
         precision: str = typer.Option(None, help="fp32, fp16 or int8 (default: the build's own)."),
         codec: str = typer.Option(None, help="FFmpeg encoder (default: libx264, else mpeg4)."),
+        preset: str = typer.Option(
+            None,
+            help="x264 preset, ultrafast ... veryslow (default: veryfast): faster = less CPU, larger file.",
+        ),
         queue_size: int = typer.Option(8, help="Capacity of each inter-stage queue."),
         json_out: bool = typer.Option(False, "--json", help="Print the stream statistics as JSON to stdout."),
     ) -> None:
@@ -46,6 +50,7 @@ def register(app: typer.Typer) -> None:
         from edgeseg.cli._common import console
         from edgeseg.runtime import Segmenter
         from edgeseg.video import FrameResult, Pipeline, StreamStats, VideoSource, VideoWriter
+        from edgeseg.video.sinks import DEFAULT_PRESET
 
         writer: VideoWriter | None = None
         with Segmenter.load(build, backend, precision=precision, max_batch=batch) as seg:
@@ -72,7 +77,7 @@ def register(app: typer.Typer) -> None:
                     return
                 if writer is None:
                     h, w = item.image.shape[:2]
-                    writer = VideoWriter(out, w, h, fps=src.fps, codec=codec)
+                    writer = VideoWriter(out, w, h, fps=src.fps, codec=codec, preset=preset or DEFAULT_PRESET)
                 writer.write(item.image)
 
             with Progress(

@@ -61,3 +61,35 @@ def test_default_palette_distinct_and_colorizer_orders() -> None:
     labels = torch.tensor([[0, 1], [2, 3]], dtype=torch.uint8)
     rgb, bgr = colorizer.colorize(labels), colorizer.colorize(labels, "bgr")
     assert rgb[0, 1].tolist() == [128, 0, 0] and bgr[0, 1].tolist() == [0, 0, 128]
+
+
+def test_preprocessor_same_size_and_bgr_equal_plain_normalisation() -> None:
+    frames = torch.randint(
+        0, 256, (2, 33, 47, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(4)
+    )
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    pre = Preprocessor(mean, std, (33, 47))
+    want = (frames.permute(0, 3, 1, 2).float() / 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(
+        std
+    ).view(1, 3, 1, 1)
+    got = pre(frames)
+    assert got.is_contiguous() and torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(pre(frames.flip(-1), "bgr"), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.3, 0.5, 0.77, 1.0])
+def test_overlay_rounds_the_float_blend(alpha: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randint(0, 256, (2, 19, 23, 3), dtype=torch.uint8, generator=g)
+    frames[0, 0, :3] = torch.tensor(
+        [[0, 0, 0], [255, 255, 255], [255, 0, 255]], dtype=torch.uint8
+    )  # extremes
+    labels = torch.randint(0, 30, (2, 19, 23), dtype=torch.uint8, generator=g)  # classes past the palette too
+    colorizer = Colorizer(default_palette(21) + [[255, 255, 255]])
+    for color in ("rgb", "bgr"):
+        colours = colorizer.colorize(labels, color).float()
+        want = frames.float() * (1 - alpha) + colours * alpha
+        got = colorizer.overlay(frames, labels, alpha, color)
+        assert got.dtype == torch.uint8 and got.shape == frames.shape
+        # Rounding (0.5) plus alpha's fixed-point step (2^-17 * 255): never a whole grey level off.
+        assert (got.float() - want).abs().max() <= 0.51

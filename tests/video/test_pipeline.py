@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +17,7 @@ import pytest
 from edgeseg import Segmenter
 from edgeseg.errors import EdgesegError
 from edgeseg.video import FrameResult, IterableSource, Pipeline, StreamStats, VideoSource, VideoWriter
+from edgeseg.video.pipeline import CPU_HELPER_NICE
 
 Decode = Callable[[Path], tuple[list[np.ndarray], Fraction | None]]
 
@@ -179,3 +182,33 @@ def test_live_urls_and_a_file_read_as_live(seg: Segmenter, clip: Path) -> None:
     slow = lambda item, stats: time.sleep(0.02)  # noqa: E731
     stats = Pipeline(seg, queue_size=1).run(VideoSource(clip, live=True), on_frame=slow)
     assert stats.frames_in == 24 == stats.frames_out + stats.dropped and stats.dropped > 0
+
+
+def _nice() -> int:
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+@pytest.mark.parametrize("helper_nice", [None, 0, 3])
+def test_helper_stages_yield_to_inference(
+    seg: Segmenter, clip_frames: list[np.ndarray], monkeypatch: pytest.MonkeyPatch, helper_nice: int | None
+) -> None:
+    seen: dict[str, set[int]] = {"infer": set(), "sink": set()}
+    infer = seg.infer
+
+    def spy_infer(x: Any) -> Any:
+        seen["infer"].add(_nice())
+        return infer(x)
+
+    def sink(item: FrameResult) -> None:
+        assert threading.current_thread() is not threading.main_thread()  # the sink has its own thread
+        seen["sink"].add(_nice())
+
+    monkeypatch.setattr(seg, "infer", spy_infer)
+    base = _nice()
+    stats = Pipeline(seg, helper_nice=helper_nice).run(clip_frames[:4], sink=sink)
+    want = {None: min(base + CPU_HELPER_NICE, 19), 0: base, 3: min(base + 3, 19)}[helper_nice]
+    assert stats.frames_out == 4 and seen == {"infer": {base}, "sink": {want}}
+    assert _nice() == base  # the caller's own priority is never touched
+    with pytest.raises(EdgesegError, match="helper_nice"):
+        Pipeline(seg, helper_nice=20)

@@ -34,3 +34,23 @@ def test_wrong_frame_size_and_abort(tmp_path: Path) -> None:
         writer.write(np.zeros((48, 65, 3), np.uint8))
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_x264_preset_trades_speed_for_size(tmp_path: Path, decode_all: Decode) -> None:
+    yy, xx = np.mgrid[0:96, 0:128]
+    sizes = {}
+    for preset in ("ultrafast", "veryfast"):
+        out = tmp_path / f"{preset}.mp4"
+        with VideoWriter(out, 128, 96, preset=preset) as writer:
+            for i in range(12):
+                writer.write(
+                    np.stack([(xx * 3 + i * 5) % 256, (yy * 2 + xx) % 256, (xx ^ yy) % 256], -1).astype(
+                        np.uint8
+                    )
+                )
+        assert len(decode_all(out)[0]) == 12
+        sizes[preset] = out.stat().st_size
+    assert sizes["ultrafast"] > 1.2 * sizes["veryfast"]  # ultrafast drops CABAC and motion search
+    with pytest.raises(EdgesegError, match="preset"):
+        VideoWriter(tmp_path / "y.mp4", 64, 48, preset="warp")
+    assert not (tmp_path / "y.mp4").exists()
