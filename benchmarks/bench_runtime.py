@@ -6,7 +6,8 @@ Three measurements, each printed as a table and written to one JSON file:
    (default 512x1024) as a share of the backend's inference time, on the CPU ONNX Runtime backend.
 2. **Video pipeline efficiency** (goal >= 0.9): frames/s of ``Pipeline.run`` (decode, preprocess,
    infer, postprocess + overlay, encode, each in its own thread) over frames/s of the backend alone
-   (``Segmenter.infer`` on pre-made inputs, one call after another, nothing else running).
+   (``Segmenter.infer`` on pre-made inputs, one call after another, nothing else running), for the
+   variants in ``VIDEO_VARIANTS`` (x264 preset, helper-stage priority, masks only).
 3. **GPU, PyTorch** (``--gpu``; goal >= 3x): FP16 + channels_last + CUDA graphs + fused DDC op vs
    eager FP32, both timed on the module call with CUDA events (``edgeseg.bench.TorchGpuCase``).
 
@@ -150,13 +151,24 @@ def _write_clip(path: Path, frames: int, frame_hw: tuple[int, int], fps: int = 2
         writer.close()
 
 
+#: Pipeline variants timed against inference alone: (name, render + encode with this x264 preset or
+#: masks only, helper-stage nice increment). The first is what `edgeseg video --overlay` runs.
+VIDEO_VARIANTS: list[tuple[str, str | None, int | None]] = [
+    ("overlay + encode superfast", "superfast", None),
+    ("overlay + encode superfast, helpers not deprioritised", "superfast", 0),
+    ("overlay + encode veryfast", "veryfast", None),
+    ("masks only (no overlay, no encode)", None, None),
+]
+
+
 def video_efficiency(
     seg: Segmenter, frame_hw: tuple[int, int], frames: int, batch: int, folder: Path, repeats: int
 ) -> dict[str, Any]:
-    """Pipeline FPS (decode → ... → encode, overlay) over inference-only FPS on the same frames.
+    """Pipeline FPS over inference-only FPS on the same frames, for each of :data:`VIDEO_VARIANTS`.
 
-    The three measurements are interleaved ``repeats`` times and each keeps its best run: on a
-    shared machine, the best run is the one least disturbed by other load.
+    All measurements are interleaved ``repeats`` times. Two ratios per variant: best pipeline run
+    over best inference-only run (the runs least disturbed by other load on a shared machine), and
+    the median of each repeat's ratio to the inference-only run just before it.
     """
     clip = folder / "clip.mp4"
     _write_clip(clip, frames, frame_hw)
@@ -166,42 +178,45 @@ def video_efficiency(
         seg.preprocess(torch.from_numpy(np.stack(decoded[i : i + batch]))) for i in range(0, frames, batch)
     ]
     seg.infer(inputs[0])  # warm-up
-    infer_only, full, bare = [], [], []
+    infer_only: list[float] = []
+    runs: dict[str, list[Any]] = {name: [] for name, _, _ in VIDEO_VARIANTS}
     for _ in range(repeats):
         t0 = time.perf_counter()
         for x in inputs:
             seg.infer(x)
         infer_only.append(frames / (time.perf_counter() - t0))
-        writer = VideoWriter(folder / "out.mp4", frame_hw[1], frame_hw[0], fps=Fraction(25))
-        try:
-            full.append(
-                Pipeline(seg, batch=batch, render="overlay").run(
-                    VideoSource(clip), sink=lambda r, w=writer: w.write(r.image)
-                )
-            )
-        finally:
-            writer.close()
-        # The same stream without rendering and encoding: a consumer that wants masks only.
-        bare.append(Pipeline(seg, batch=batch).run(VideoSource(clip)))
+        for name, preset, nice in VIDEO_VARIANTS:
+            pipeline = Pipeline(seg, batch=batch, render="overlay" if preset else None, helper_nice=nice)
+            if preset is None:
+                runs[name].append(pipeline.run(VideoSource(clip)))
+                continue
+            h, w = frame_hw
+            writer = VideoWriter(folder / "out.mp4", w, h, fps=Fraction(25), preset=preset)
+            try:
+                runs[name].append(pipeline.run(VideoSource(clip), sink=lambda r, w=writer: w.write(r.image)))
+            finally:
+                writer.close()
     best_infer = max(infer_only)
-    stats = max(full, key=lambda st: st.fps)
-    masks = max(bare, key=lambda st: st.fps)
+    variants = {}
+    for name, stats in runs.items():
+        best = max(stats, key=lambda st: st.fps)
+        variants[name] = {
+            "pipeline_fps": best.fps,
+            "ratio_best": best.fps / best_infer,
+            "ratio_median": statistics.median(
+                st.fps / inf for st, inf in zip(stats, infer_only, strict=True)
+            ),
+            "all_runs_fps": [st.fps for st in stats],
+            "best_run_stats": best.to_dict(),
+        }
     return {
         "frames": frames,
         "frame": list(frame_hw),
         "batch": batch,
         "repeats": repeats,
         "infer_only_fps": best_infer,
-        "pipeline_fps": stats.fps,
-        "ratio": stats.fps / best_infer,
-        "pipeline_fps_masks_only": masks.fps,
-        "ratio_masks_only": masks.fps / best_infer,
-        "all_runs_fps": {
-            "infer_only": infer_only,
-            "pipeline": [st.fps for st in full],
-            "masks_only": [st.fps for st in bare],
-        },
-        "pipeline_stats": stats.to_dict(),
+        "infer_only_all_runs_fps": infer_only,
+        "variants": variants,
         "goal": "ratio >= 0.9",
     }
 
@@ -316,11 +331,9 @@ def main() -> None:
         f"{t['post_overlay']['min']:.1f}), infer {t['infer']['median']:.1f} / {t['infer']['min']:.1f} "
         f"-> share {share['median']:.1%} / {share['min']:.1%}"
     )
-    print(
-        f"video: pipeline {v['pipeline_fps']:.2f} fps / inference-only {v['infer_only_fps']:.2f} fps "
-        f"= {v['ratio']:.2f}; masks only (no overlay, no encode) {v['pipeline_fps_masks_only']:.2f} fps "
-        f"= {v['ratio_masks_only']:.2f}"
-    )
+    print(f"video: inference only {v['infer_only_fps']:.2f} fps; pipeline fps, ratios best/best, median:")
+    for name, r in v["variants"].items():
+        print(f"  {name}: {r['pipeline_fps']:.2f} fps, {r['ratio_best']:.2f}, {r['ratio_median']:.2f}")
     if "gpu_torch" in report:
         g = report["gpu_torch"]
         print(

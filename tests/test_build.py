@@ -260,6 +260,8 @@ def test_plugin_build_validates_the_plugin_graph(workspace: dict[str, Path],
     assert not failed["passed"] and not failed["candidates"]
     assert {s["artifact"].split("/")[-1] for s in failed["skipped"]} == {"model.onnx", "model.sim.onnx"}
     assert all("onnxruntime_extensions" in s["reason"] for s in failed["skipped"])
+    simplify = read_json(workspace["engines"] / "tiny_plugin" / "build.json")["stages"]["simplify"]
+    assert simplify["results"]["output_check"].startswith("skipped: Python package 'onnxruntime_extensions'")
     # ... and that failure is not reused: the next run validates again, and the plugin graphs pass.
     reporter = RecordingReporter()
     result = Build(options, reporter).run()

@@ -357,7 +357,8 @@ class Build:
             self.record.record("simplify", inputs=inputs, outputs={"onnx": path}, options={},
                                results={"nodes_before": result.nodes_before,
                                         "nodes_after": result.nodes_after,
-                                        "op_types": result.op_types, "trt_compat": compat},
+                                        "op_types": result.op_types, "trt_compat": compat,
+                                        "output_check": result.output_check},
                                duration_s=result.seconds)
             info["detail"] = (f"{path.name}: {result.nodes_before} → {result.nodes_after} nodes, "
                               "TensorRT-compatible")

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         codec: str = typer.Option(None, help="FFmpeg encoder (default: libx264, else mpeg4)."),
         preset: str = typer.Option(
             None,
-            help="x264 preset, ultrafast ... veryslow (default: veryfast): faster = less CPU, larger file.",
+            help="x264 preset, ultrafast ... veryslow (default: superfast): faster = less CPU, larger file.",
         ),
         queue_size: int = typer.Option(8, help="Capacity of each inter-stage queue."),
         json_out: bool = typer.Option(False, "--json", help="Print the stream statistics as JSON to stdout."),

@@ -60,8 +60,8 @@ RENDER_MODES = (None, "overlay", "mask")
 _END = object()  # end-of-stream marker passed down the queues
 _POLL_S = 0.05  # how often a blocked stage checks whether the pipeline was aborted
 _MAX_WARNINGS = 20  # warnings kept in the stats (all are logged)
-#: ``nice`` increment of the helper stages on CPU backends: measured on 2 cores at 512x1024 with
-#: overlay + H.264 encode, it raised pipeline FPS / inference-only FPS from 0.83 to 0.88 (best runs).
+#: ``nice`` increment of the helper stages on CPU backends. A small gain, measured on 2 cores at
+#: 512x1024 with overlay + H.264 encode: +2.7 % pipeline FPS (median of 7 interleaved pairs).
 CPU_HELPER_NICE = 10
 
 

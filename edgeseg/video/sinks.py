@@ -37,10 +37,12 @@ X264_PRESETS = (
     "slower",
     "veryslow",
 )
-#: x264's default "medium" costs more CPU per frame than a small model's inference; "veryfast" keeps
-#: the encoder from becoming the pipeline's bottleneck (encode CPU per 512x1024 frame, measured on 2
-#: cores: veryfast 12 ms, superfast 7 ms, ultrafast 5 ms, at 1x, 1.7x and 3.8x the file size).
-DEFAULT_PRESET = "veryfast"
+#: x264's default "medium" costs more CPU per frame than a small model's inference. On a CPU backend
+#: every encoder millisecond is taken from inference, so the default is "superfast": encode CPU per
+#: 512x1024 frame, measured on 2 cores, veryfast 12 ms, superfast 7 ms, ultrafast 5 ms, for 1x, 1.7x
+#: and 3.8x the file size; the video pipeline ran at 0.93 of inference-only FPS with superfast and
+#: 0.88 with veryfast (BENCHMARKS.md). Pass ``preset="veryfast"`` or slower for smaller files.
+DEFAULT_PRESET = "superfast"
 
 
 def pick_codec(width: int, height: int, codec: str | None = None) -> tuple[str, str]:

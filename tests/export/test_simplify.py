@@ -19,6 +19,7 @@ def test_node_counts_are_recorded(dbmsnet_onnx: tuple) -> None:
     assert result.nodes_before == len(onnx.load(raw).graph.node)
     assert result.nodes_after == len(onnx.load(sim).graph.node)
     assert result.nodes_after <= result.nodes_before
+    assert result.output_check == "passed"
     assert result.op_types == dict(Counter(n.op_type for n in onnx.load(sim).graph.node))
 
 
