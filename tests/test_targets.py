@@ -150,7 +150,7 @@ def test_cli_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[BuildOptions] = []
 
     class CapturingBuild:
-        def __init__(self, options: BuildOptions, reporter: Any) -> None:
+        def __init__(self, options: BuildOptions, reporter: Any = None) -> None:
             seen.append(options)
             raise _Captured
 
@@ -159,9 +159,17 @@ def test_cli_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
         main(["build", "--target", "desktop-hopper"])
     with pytest.raises(_Captured):
         main(["build", "--target", "desktop-hopper", "--batch", "2", "--workspace", "3", "-p", "fp16"])
-    resolved = [(o.precision, o.workspace, o.shapes, o.batch, o.target) for o in seen]
-    assert resolved[0] == ("int8", 8.0, (1, 8, 32), 1, "desktop-hopper")
-    assert resolved[1] == ("fp16", 3.0, None, 2, "desktop-hopper")
+    # `edgeseg export` takes the same profile for the export-side options.
+    with pytest.raises(_Captured):
+        main(["export", "--target", "desktop-hopper"])
+    with pytest.raises(_Captured):
+        main(["export", "-t", "jetson-orin-nano", "--opset", "17"])
+    resolved = [(o.precision, o.workspace, o.shapes, o.batch, o.opset, o.target) for o in seen]
+    hopper = load_target("desktop-hopper").build
+    assert resolved[0] == ("int8", 8.0, (1, 8, 32), 1, hopper.opset, "desktop-hopper")
+    assert resolved[1] == ("fp16", 3.0, None, 2, hopper.opset, "desktop-hopper")
+    assert resolved[2][2:] == ((1, 8, 32), 1, hopper.opset, "desktop-hopper")
+    assert resolved[3][2:] == (None, 1, 17, "jetson-orin-nano")
 
 
 def test_cli_list_targets(capsys: pytest.CaptureFixture) -> None:

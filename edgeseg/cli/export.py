@@ -23,6 +23,7 @@ Examples:
   edgeseg export                                  # the shipped demo model
   edgeseg export -m runs/city/model.pt --input 512x1024 --shapes 1,2,4
   edgeseg export -m dbmsnet_r50vd_os16 --output argmax    # a preset, random weights
+  edgeseg export --target jetson-orin-nano         # input/batch/opset from the target profile
 """
 
 
@@ -33,12 +34,18 @@ def register(app: typer.Typer) -> None:
             None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),
         name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
-        input_size: str = typer.Option(None, "--input", help="Input HxW. (default: the model card's)"),
-        batch: int = typer.Option(1, "--batch", help="Static batch size."),
-        shapes: str = typer.Option(None, "--shapes", help="Dynamic batch 'min,opt,max' (e.g. 1,4,8)."),
-        opset: int = typer.Option(None, "--opset", help="ONNX opset 17..20. (default: 18)"),
+        input_size: str = typer.Option(
+            None, "--input", help="Input HxW. (default: the target's, else the model card's)"),
+        batch: int = typer.Option(None, "--batch", help="Static batch size. (default: the target's, else 1)"),
+        shapes: str = typer.Option(None, "--shapes", help="Dynamic batch 'min,opt,max' (e.g. 1,4,8). "
+                                   "(default: the target's, else static)"),
+        opset: int = typer.Option(
+            None, "--opset", help="ONNX opset 17..20. (default: the target's, else 18)"),
         output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
         plugin: str = typer.Option(None, "--plugin", help="fused-ddc: DDC blocks as the TensorRT plugin."),
+        target: str = typer.Option(
+            None, "--target", "-t", help="Target profile (see `edgeseg build --list-targets`) or a "
+            ".toml path: its input size, batch and opset are the defaults."),
         json_out: bool = typer.Option(False, "--json", help="Print the export records as JSON on stdout."),
     ) -> None:
         import json
@@ -48,12 +55,12 @@ def register(app: typer.Typer) -> None:
         from edgeseg._io import read_json
         from edgeseg.build import Build, BuildOptions
         from edgeseg.cli.train import parse_hw
-        from edgeseg.export import DEFAULT_OPSET, parse_batch_profile
+        from edgeseg.export import parse_batch_profile
 
         options = BuildOptions(
             model=model, name=name, out_dir=out_dir,
             input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
-            shapes=parse_batch_profile(shapes), opset=opset or DEFAULT_OPSET, output=output, plugin=plugin,
+            shapes=parse_batch_profile(shapes), opset=opset, output=output, plugin=plugin, target=target,
         )
         result = Build(options).run(until="simplify")
         stages = read_json(result.folder / "build.json")["stages"]
