@@ -1,8 +1,9 @@
 // EdgesegFusedDDC TensorRT plugin and its creator; see fusedDDCPlugin.h for the interface.
 //
 // The library exports getCreators() and setLoggerFinder(), the entry points TensorRT looks for when
-// it loads a plugin library (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins, Polygraphy
-// --plugins), so nothing here calls into libnvinfer and the library links against CUDA only.
+// it loads a plugin library (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins), so nothing here
+// calls into libnvinfer and the library links against CUDA only. It registers nothing when merely
+// dlopen'ed (trtexec --staticPlugins, Polygraphy --plugins): those need a loadLibrary call.
 #include "fusedDDCPlugin.h"
 
 #include <cstring>

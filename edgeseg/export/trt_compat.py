@@ -22,6 +22,7 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 from edgeseg.export._graph import GraphIndex
+from edgeseg.ops.onnx_plugin import PLUGIN_NAME, plugin_node_problems
 
 __all__ = [
     "CompatIssue",
@@ -59,7 +60,7 @@ TRT_SUPPORTED_OPS: frozenset[str] = frozenset({
 })
 
 #: Custom-domain ops that are TensorRT plugins edgeseg ships (cpp_ext: the fused DDC block).
-KNOWN_PLUGINS: frozenset[str] = frozenset({"EdgesegFusedDDC"})
+KNOWN_PLUGINS: frozenset[str] = frozenset({PLUGIN_NAME})
 
 # Resize restrictions, verbatim from the table's Restrictions column.
 _RESIZE_COORD_MODES = {
@@ -223,6 +224,8 @@ def find_trt_issues(model: Any, *, plugins: Iterable[str] = KNOWN_PLUGINS) -> li
             if node.op_type not in plugins:
                 issues.append(CompatIssue(name, label, "custom-domain op is not a known TensorRT plugin "
                                                        f"(known: {sorted(plugins)})"))
+            elif node.op_type == PLUGIN_NAME:  # our own plugin: the parser's and creator's contract
+                issues.extend(CompatIssue(name, label, r) for r in plugin_node_problems(node))
             continue
         if node.op_type not in TRT_SUPPORTED_OPS:
             issues.append(CompatIssue(name, node.op_type, "op not supported by the TensorRT ONNX parser"))

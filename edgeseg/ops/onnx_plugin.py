@@ -1,9 +1,10 @@
 """ONNX export of fused models: one ``EdgesegFusedDDC`` custom node per fused DDC block.
 
-TensorRT's ONNX parser maps a node it has no importer for to the plugin creator with the node's
-``op_type`` as name, its ``plugin_version`` / ``plugin_namespace`` STRING attributes as version and
-namespace, and its other attributes as plugin fields of the same name (INT / INTS -> kINT32). The node
-written here matches the creator in ``cpp_ext/plugin/fusedDDCPlugin.h``:
+TensorRT's ONNX parser hands a node it has no built-in importer for (from 10.15 on, first any node
+with a ``plugin_namespace`` attribute) to the plugin creator with the node's ``op_type`` as name and
+its ``plugin_version`` / ``plugin_namespace`` STRING attributes as version and namespace; the node's
+attributes named like the fields the creator declares become those fields (INT / INTS -> kINT32).
+The node written here matches the creator in ``cpp_ext/plugin/fusedDDCPlugin.h``:
 
 * op_type ``EdgesegFusedDDC``, domain ``edgeseg`` (version 1, listed in the model's opset_import);
 * attributes ``dilations`` (INTS, 4 values), ``plugin_version = "1"``, ``plugin_namespace = "edgeseg"``;
@@ -35,6 +36,7 @@ __all__ = [
     "PLUGIN_NAMESPACE",
     "PLUGIN_VERSION",
     "custom_translation_table",
+    "plugin_node_problems",
     "plugin_nodes",
     "plugin_schema",
 ]
@@ -45,6 +47,8 @@ PLUGIN_NAMESPACE = "edgeseg"
 #: ONNX domain of the custom node (its own, so no standard op can collide with it).
 PLUGIN_DOMAIN = "edgeseg"
 PLUGIN_DOMAIN_VERSION = 1
+#: Largest dilation the plugin's creator accepts (``parseDilations`` in fusedDDCPlugin.cpp).
+MAX_DILATION = 1024
 
 
 @functools.cache
@@ -126,6 +130,43 @@ def custom_translation_table() -> dict[Callable[..., Any], Callable[..., Any]]:
     return {torch.ops.edgeseg.fused_ddc.default: _fused_ddc_to_onnx}
 
 
+def plugin_node_problems(node: Any) -> list[str]:
+    """Why TensorRT's parser or the plugin's creator would refuse ``node`` (empty when it would not).
+
+    The checks mirror what the parser and ``EdgesegFusedDDCCreator::createPlugin`` require: the
+    creator is found by name, version and namespace; the ``dilations`` field must be 4 ints in
+    1..:data:`MAX_DILATION`; every input and the output must be named (the parser passes an empty
+    input name on as a null tensor).
+
+    Args:
+        node: an ``onnx.NodeProto``.
+    """
+    import onnx
+
+    problems = []
+    if node.domain != PLUGIN_DOMAIN or node.op_type != PLUGIN_NAME:
+        problems.append(f"expected op_type '{PLUGIN_NAME}' in domain '{PLUGIN_DOMAIN}'")
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("plugin_version") != PLUGIN_VERSION.encode() or (
+        attrs.get("plugin_namespace") != PLUGIN_NAMESPACE.encode()
+    ):
+        problems.append(
+            f"plugin_version/plugin_namespace must be the STRINGs '{PLUGIN_VERSION}'/'{PLUGIN_NAMESPACE}'"
+        )
+    dilations = attrs.get("dilations")
+    if (
+        not isinstance(dilations, list)
+        or len(dilations) != 4
+        or not all(isinstance(d, int) and 1 <= d <= MAX_DILATION for d in dilations)
+    ):
+        problems.append(f"'dilations' must be 4 INTS in 1..{MAX_DILATION}, got {dilations!r}")
+    if len(node.input) not in (5, 6) or len(node.output) != 1:
+        problems.append(f"expected 5 or 6 inputs and 1 output, got {len(node.input)}/{len(node.output)}")
+    elif not all(node.input) or not node.output[0]:
+        problems.append("every input and the output must be named (an empty name is a missing tensor)")
+    return problems
+
+
 def plugin_nodes(model: Any) -> list[Any]:
     """The ``EdgesegFusedDDC`` nodes of an ONNX model, checked against the plugin's contract.
 
@@ -137,10 +178,9 @@ def plugin_nodes(model: Any) -> list[Any]:
 
     Raises:
         EdgesegError: a node of the plugin domain (or an ``EdgesegFusedDDC`` node of the default
-            domain) is not exactly the plugin node, or the model does not import the plugin domain.
+            domain) breaks :func:`plugin_node_problems`, or the model does not import the plugin
+            domain.
     """
-    import onnx
-
     # Other custom domains (e.g. onnxruntime-extensions' copy of the node) are not TensorRT's concern.
     default_domain = ("", "ai.onnx")
     nodes = [
@@ -151,21 +191,8 @@ def plugin_nodes(model: Any) -> list[Any]:
     if nodes and not any(o.domain == PLUGIN_DOMAIN for o in model.opset_import):
         raise EdgesegError(f"ONNX model has {PLUGIN_NAME} nodes but no '{PLUGIN_DOMAIN}' opset_import")
     for node in nodes:
-        where = f"{node.domain or 'ai.onnx'}::{node.op_type} node '{node.name}'"
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        if node.domain != PLUGIN_DOMAIN or node.op_type != PLUGIN_NAME:
-            raise EdgesegError(f"{where}: expected op_type '{PLUGIN_NAME}' in domain '{PLUGIN_DOMAIN}'")
-        if attrs.get("plugin_version") != PLUGIN_VERSION.encode() or (
-            attrs.get("plugin_namespace") != PLUGIN_NAMESPACE.encode()
-        ):
-            raise EdgesegError(
-                f"{where}: plugin_version/plugin_namespace must be '{PLUGIN_VERSION}'/'{PLUGIN_NAMESPACE}'"
-            )
-        dilations = attrs.get("dilations")
-        if not isinstance(dilations, list) or len(dilations) != 4 or min(dilations) < 1:
-            raise EdgesegError(f"{where}: 'dilations' must be 4 positive INTS, got {dilations!r}")
-        if len(node.input) not in (5, 6) or len(node.output) != 1:
-            raise EdgesegError(
-                f"{where}: expected 5 or 6 inputs and 1 output, got {len(node.input)}/{len(node.output)}"
-            )
+        problems = plugin_node_problems(node)
+        if problems:
+            where = f"{node.domain or 'ai.onnx'}::{node.op_type} node '{node.name}'"
+            raise EdgesegError(f"{where}: {problems[0]}")
     return nodes

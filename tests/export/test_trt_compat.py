@@ -104,9 +104,17 @@ def test_conv_weights_must_be_constant() -> None:
 
 
 def test_custom_domain_only_for_known_plugins() -> None:
-    plugin = helper.make_node("EdgesegFusedDDC", ["x"], ["y"], name="ddc0", domain="edgeseg")
+    plugin = helper.make_node("EdgesegFusedDDC", ["x", "w", "s", "b", "p"], ["y"], name="ddc0",
+                              domain="edgeseg", dilations=[1, 2, 4, 8], plugin_version="1",
+                              plugin_namespace="edgeseg")
     model = _model([plugin], extra_opsets=[helper.make_opsetid("edgeseg", 1)])
     assert check_trt_compat(model).plugins == ["EdgesegFusedDDC"]
+    # Our own plugin's node is held to what the parser and the creator accept.
+    bare = helper.make_node("EdgesegFusedDDC", ["x"], ["y"], name="ddc1", domain="edgeseg")
+    issues = find_trt_issues(_model([bare], extra_opsets=[helper.make_opsetid("edgeseg", 1)]))
+    assert [i.node for i in issues] == ["ddc1"] * 3
+    assert ["plugin_version" in issues[0].reason, "dilations" in issues[1].reason,
+            "inputs" in issues[2].reason] == [True, True, True]
     other = helper.make_node("FusedConv", ["x"], ["y"], name="ms0", domain="com.microsoft")
     with pytest.raises(EdgesegError, match=r"node 'ms0' \(com.microsoft::FusedConv\): custom-domain op"):
         check_trt_compat(_model([other], extra_opsets=[helper.make_opsetid("com.microsoft", 1)]))

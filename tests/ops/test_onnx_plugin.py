@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -13,7 +15,15 @@ from torch import nn
 
 from edgeseg.errors import EdgesegError
 from edgeseg.ops import fuse_model, fused_ddc
-from edgeseg.ops.onnx_plugin import PLUGIN_DOMAIN, PLUGIN_NAME, plugin_nodes
+from edgeseg.ops.onnx_plugin import (
+    MAX_DILATION,
+    PLUGIN_DOMAIN,
+    PLUGIN_NAME,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    plugin_node_problems,
+    plugin_nodes,
+)
 from edgeseg.ops.ort_custom_op import (
     from_onnxruntime_graph,
     ort_session,
@@ -74,23 +84,59 @@ def test_plugin_node_without_residual(export_proto) -> None:
     np.testing.assert_allclose(got, model(x).numpy(), atol=1e-6, rtol=0)
 
 
-def test_plugin_nodes_rejects_broken_node() -> None:
-    node = onnx.helper.make_node(
-        PLUGIN_NAME,
-        ["x", "w", "s", "b", "p"],
-        ["y"],
-        domain=PLUGIN_DOMAIN,
-        dilations=[1, 3, 5],
-        plugin_version="1",
-        plugin_namespace="edgeseg",
+def _plugin_node(**changes: object) -> onnx.NodeProto:
+    fields: dict = {
+        "inputs": ["x", "w", "s", "b", "p"],
+        "dilations": [1, 3, 5, 7],
+        "plugin_version": "1",
+        "plugin_namespace": "edgeseg",
+    }
+    fields.update(changes)
+    attrs = {k: v for k, v in fields.items() if k != "inputs" and v is not None}
+    return onnx.helper.make_node(
+        PLUGIN_NAME, fields["inputs"], ["y"], name="ddc", domain=PLUGIN_DOMAIN, **attrs
     )
+
+
+# What TensorRT's parser or the plugin's creator refuses (onnx-tensorrt's fallback plugin importer
+# looks the creator up by name/plugin_version/plugin_namespace; createPlugin checks the dilations).
+BROKEN_NODES = {
+    "dilations": (_plugin_node(dilations=[1, 3, 5]), "'dilations' must be 4 INTS in 1..1024"),
+    "no dilations": (_plugin_node(dilations=None), "'dilations' must be 4 INTS"),
+    "dilation past the creator's limit": (_plugin_node(dilations=[1, 2, 3, 4096]), "1..1024"),
+    "wrong version": (_plugin_node(plugin_version="2"), "plugin_version/plugin_namespace"),
+    "empty namespace": (_plugin_node(plugin_namespace=""), "plugin_version/plugin_namespace"),
+    "no namespace": (_plugin_node(plugin_namespace=None), "plugin_version/plugin_namespace"),
+    "too few inputs": (_plugin_node(inputs=["x"]), "expected 5 or 6 inputs"),
+    "unnamed residual": (_plugin_node(inputs=["x", "w", "s", "b", "p", ""]), "must be named"),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN_NODES)
+def test_plugin_nodes_rejects_broken_node(case: str) -> None:
+    node, message = BROKEN_NODES[case]
     graph = onnx.helper.make_graph([node], "g", [], [])
     model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1)])
-    with pytest.raises(EdgesegError, match="'dilations' must be 4 positive INTS"):
+    assert plugin_node_problems(_plugin_node()) == []
+    with pytest.raises(EdgesegError, match=re.escape(message)):
         plugin_nodes(model)
     model.opset_import.pop()
     with pytest.raises(EdgesegError, match="no 'edgeseg' opset_import"):
         plugin_nodes(model)
+
+
+def test_python_constants_match_the_cpp_creator() -> None:
+    """The exporter and the C++ creator must agree on name, version, namespace and dilation limit."""
+    root = Path(__file__).resolve().parents[2] / "cpp_ext" / "plugin"
+    header = (root / "fusedDDCPlugin.h").read_text()
+    source = (root / "fusedDDCPlugin.cpp").read_text()
+    constants = dict(re.findall(r'constexpr char const\* (kFusedDDC\w+) = "([^"]*)";', header))
+    assert constants == {
+        "kFusedDDCName": PLUGIN_NAME,
+        "kFusedDDCVersion": PLUGIN_VERSION,
+        "kFusedDDCNamespace": PLUGIN_NAMESPACE,
+    }
+    assert re.search(rf"v < 1 \|\| v > {MAX_DILATION}\b", source)
 
 
 def test_onnxruntime_round_trip_through_onnxsim(tiny_ddc_net, export_proto) -> None:
