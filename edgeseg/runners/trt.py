@@ -25,13 +25,18 @@ if TYPE_CHECKING:
 
 __all__ = ["TrtRunner"]
 
+#: ``IExecutionContext::setTensorAddress`` needs at least this alignment (NvInferRuntime.h, 10.x and 11.x).
+TENSOR_ALIGNMENT = 256
+
 
 class TrtRunner(BaseRunner):
     """Run a TensorRT engine on a CUDA device.
 
     Inputs may be numpy arrays (uploaded through runner-owned device buffers) or any object with
     ``__cuda_array_interface__`` (PyTorch CUDA tensors, CuPy arrays, pycuda ``GPUArray``), whose
-    device memory is handed to TensorRT directly, with no host copy.
+    device memory is handed to TensorRT directly, with no host copy. TensorRT needs 256-byte aligned
+    tensor addresses; a device input that is not (a view at an offset into another tensor) is first
+    copied on the device into a runner-owned buffer.
 
     Args:
         engine_path: the engine file; its ``.json`` metadata must sit beside it.
@@ -143,7 +148,11 @@ class TrtRunner(BaseRunner):
 
         for (name, value), device_resident in zip(feed.items(), on_device, strict=True):
             if device_resident:
-                ptr = _device_pointer(name, value.__cuda_array_interface__, stream)
+                interface = value.__cuda_array_interface__
+                ptr = _device_pointer(name, interface, stream)
+                if not is_tensor_aligned(ptr):
+                    # The source stays alive in `feed` until the stream is synchronised below.
+                    ptr = self._copy_on_device(name, ptr, _nbytes(interface), stream)
             else:
                 host = np.ascontiguousarray(value)
                 staged.append(host)
@@ -151,14 +160,13 @@ class TrtRunner(BaseRunner):
             if not context.set_input_shape(name, tuple(value.shape)):
                 raise EdgesegError(f"{self.name}: input '{name}' shape {tuple(value.shape)} is outside the "
                                    f"engine's optimization profile {self._profile(name)}")
-            context.set_tensor_address(name, ptr)
+            self._bind(name, ptr)
 
         outputs: dict[str, DeviceArray] = {}
         for meta in self.get_output_metadata():
             shape = dims_to_tuple(context.get_tensor_shape(meta.name))
-            nbytes = math.prod(shape) * meta.dtype.itemsize
-            ptr = self._buffers[meta.name].reserve(nbytes)
-            context.set_tensor_address(meta.name, ptr)
+            ptr = self._buffers[meta.name].reserve(output_nbytes(meta.name, shape, meta.dtype))
+            self._bind(meta.name, ptr)
             outputs[meta.name] = DeviceArray(ptr, shape, meta.dtype)
 
         if not context.execute_async_v3(stream.handle):
@@ -167,6 +175,22 @@ class TrtRunner(BaseRunner):
         if to_host:
             return {name: view.to_host() for name, view in outputs.items()}
         return dict(outputs)
+
+    def _bind(self, name: str, ptr: int) -> None:
+        if not self._context.set_tensor_address(name, ptr):
+            raise EdgesegError(f"{self.name}: TensorRT refused the device address {ptr:#x} of tensor "
+                               f"'{name}' (see its log above)")
+
+    def _copy_on_device(self, name: str, src: int, nbytes: int, stream: Stream) -> int:
+        """Copy ``nbytes`` at ``src`` into the runner's (cudaMalloc'd, so 256-byte aligned) buffer for
+        ``name``, ordered on the runner's stream; returns the buffer's address."""
+        from edgeseg.trt._cuda import cuda_call, cudart
+
+        rt = cudart()
+        dst = self._buffers[name].reserve(nbytes)
+        cuda_call(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+                                     stream.handle))
+        return dst
 
     def _profile(self, name: str) -> Any:
         for entry in self.metadata.get("inputs", []):
@@ -187,6 +211,28 @@ def is_c_contiguous(interface: dict[str, Any]) -> bool:
             return False
         step *= dim
     return True
+
+
+def is_tensor_aligned(ptr: int) -> bool:
+    """Whether a device address meets TensorRT's tensor-address alignment (:data:`TENSOR_ALIGNMENT`)."""
+    return ptr % TENSOR_ALIGNMENT == 0
+
+
+def output_nbytes(name: str, shape: Sequence[int], dtype: np.dtype) -> int:
+    """Bytes of an output of ``shape`` once the input shapes are set.
+
+    Raises:
+        EdgesegError: a dimension is still ``-1`` (a data-dependent output shape, which would need an
+            ``IOutputAllocator``; this runner does not provide one).
+    """
+    if any(d < 0 for d in shape):
+        raise EdgesegError(f"output '{name}' has a data-dependent shape {tuple(shape)}; the TensorRT runner "
+                           "needs output shapes that follow from the input shapes")
+    return math.prod(shape) * dtype.itemsize
+
+
+def _nbytes(interface: dict[str, Any]) -> int:
+    return math.prod(interface["shape"]) * np.dtype(interface["typestr"]).itemsize
 
 
 def _device_pointer(name: str, interface: dict[str, Any], stream: Stream) -> int:

@@ -4,7 +4,9 @@ One path serves TensorRT 10 (Jetson, JetPack 6) and TensorRT 11: the network is 
 *strongly typed*, so FP16 comes from the graph's own tensor types and INT8 from its Q/DQ nodes. The
 weak-typing builder flags (``BuilderFlag.FP16`` / ``INT8``) and INT8 calibrators are never used;
 TensorRT 11 removed them, and on 10.x they would let TensorRT pick precisions the graph did not ask
-for. (On 11.x every network is strongly typed and the creation flag is accepted but ignored.)
+for. (On 11.x every network is strongly typed; the creation flag is deprecated and ignored.) FP32
+builds also clear ``BuilderFlag.TF32``, which TensorRT enables by default, so that an "fp32" engine
+computes in FP32.
 
 The steps, each a small function so a reader can follow the chain::
 
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import threading
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,7 +37,8 @@ from edgeseg.trt.metadata import METADATA_FORMAT, metadata_path
 if TYPE_CHECKING:
     import tensorrt as trt
 
-__all__ = ["build_engine", "resolve_profile", "dims_to_tuple", "Shape", "ShapeSpec", "DEFAULT_WORKSPACE_GIB"]
+__all__ = ["build_engine", "resolve_profile", "check_dla_profile", "dims_to_tuple", "load_plugin_libraries",
+           "plugin_library_key", "Shape", "ShapeSpec", "DEFAULT_WORKSPACE_GIB"]
 
 Shape = tuple[int, ...]
 #: A static shape, or ``(min, opt, max)`` shapes for one optimization profile.
@@ -104,17 +109,60 @@ def _as_triple(name: str, spec: Any) -> tuple[Shape, Shape, Shape]:
                            f"got {spec!r}") from None
 
 
-def load_plugin_libraries(registry: trt.IPluginRegistry,
-                          paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """Load plugin shared libraries (e.g. the one holding ``EdgesegFusedDDC``) into a registry."""
+def check_dla_profile(profile: Mapping[str, tuple[Shape, Shape, Shape]], dla_core: int) -> None:
+    """Refuse a dynamic profile for a DLA build: DLA needs ``min == opt == max`` for every input.
+
+    Raises:
+        EdgesegError: naming the first input whose profile is a range.
+    """
+    for name, (lo, opt, hi) in profile.items():
+        if not lo == opt == hi:
+            raise EdgesegError(f"input '{name}' has the profile min {lo} / opt {opt} / max {hi}, but DLA "
+                               f"(core {dla_core}) needs min = opt = max: --shapes with a batch range "
+                               "cannot be combined with --dla-core; build the DLA engine for one batch size")
+
+
+# Resolved path → library handle, for this process. ``IPluginRegistry.load_library`` fails (returns
+# None) when any plugin of the library is already registered, so a second load of the same library
+# (the build, then the runtime that checks the engine, then one TrtRunner per engine) would fail.
+# Libraries are loaded once into the global registry, which the builder's and runtime's registries
+# search as their parent (``parent_search_enabled`` defaults to True).
+_loaded_plugin_libs: dict[str, Any] = {}
+_plugin_lock = threading.Lock()
+
+
+def plugin_library_key(path: str | os.PathLike[str]) -> str:
+    """The resolved path under which a plugin library is loaded once per process.
+
+    Raises:
+        EdgesegError: the file does not exist.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise EdgesegError(f"{p}: TensorRT plugin library not found")
+    return str(p.resolve())
+
+
+def load_plugin_libraries(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Load plugin shared libraries (e.g. the one holding ``EdgesegFusedDDC``) into TensorRT's global
+    plugin registry, each at most once per process.
+
+    Returns:
+        The paths as given, for the engine metadata.
+    """
     loaded = []
     for path in paths:
-        p = Path(path)
-        if not p.is_file():
-            raise EdgesegError(f"{p}: TensorRT plugin library not found")
-        if registry.load_library(str(p.resolve())) is None:
-            raise EdgesegError(f"{p}: TensorRT could not load this plugin library (see the log above)")
-        loaded.append(str(p))
+        key = plugin_library_key(path)
+        with _plugin_lock:
+            if key not in _loaded_plugin_libs:
+                import tensorrt as trt
+
+                handle = trt.get_plugin_registry().load_library(key)
+                if handle is None:
+                    raise EdgesegError(f"{path}: TensorRT could not load this plugin library (see the log "
+                                       "above; it fails when one of its plugins is already registered)")
+                _loaded_plugin_libs[key] = handle
+        loaded.append(str(path))
     return loaded
 
 
@@ -127,8 +175,9 @@ def network_from_onnx(builder: trt.Builder, logger: trt.ILogger,
     """
     import tensorrt as trt
 
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
+    # Required on 10.x; deprecated and ignored on 11.x, and a later release may drop the name.
+    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    network = builder.create_network(0 if strongly_typed is None else 1 << int(strongly_typed))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [parser.get_error(i).desc() for i in range(parser.num_errors)]
@@ -138,9 +187,10 @@ def network_from_onnx(builder: trt.Builder, logger: trt.ILogger,
 
 
 def create_config(builder: trt.Builder, profile: Mapping[str, tuple[Shape, Shape, Shape]], *,
-                  workspace_gib: float, timing_cache: bytes | None,
+                  precision: str, workspace_gib: float, timing_cache: bytes | None,
                   dla_core: int | None) -> tuple[trt.IBuilderConfig, bool]:
-    """Builder config: workspace, detailed profiling (for the inspector), profile, timing cache, DLA.
+    """Builder config: workspace, detailed profiling (for the inspector), TF32 off for fp32, profile,
+    timing cache, DLA.
 
     Returns:
         ``(config, timing_cache_reused)``.
@@ -151,16 +201,26 @@ def create_config(builder: trt.Builder, profile: Mapping[str, tuple[Shape, Shape
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
     # DETAILED makes the engine inspector report per-layer tensor types (the precision check).
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
+    if precision == "fp32":
+        # TF32 is on by default and rounds the inputs of FP32 inner products to 10-bit mantissas; an
+        # "fp32" engine, gated at 99.99 % agreement with PyTorch FP32, must not compute in it.
+        config.clear_flag(trt.BuilderFlag.TF32)
 
     opt_profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in profile.items():
         opt_profile.set_shape(name, trt.Dims(list(lo)), trt.Dims(list(opt)), trt.Dims(list(hi)))
-    config.add_optimization_profile(opt_profile)
+    if config.add_optimization_profile(opt_profile) < 0:
+        raise EdgesegError(f"TensorRT rejected the optimization profile {dict(profile)} as invalid "
+                           "(see its log above)")
 
-    cache = config.create_timing_cache(timing_cache or b"")
-    # A cache from another TensorRT version or GPU is rejected (ignore_mismatch=False) rather than
-    # trusted; the build then starts from an empty cache.
-    reused = bool(timing_cache) and config.set_timing_cache(cache, ignore_mismatch=False)
+    # A corrupt or foreign cache file is not parsed (create_timing_cache gives None), and one from
+    # another TensorRT version or GPU is rejected by set_timing_cache(ignore_mismatch=False) rather
+    # than trusted; either way the build starts from an empty cache.
+    cache = config.create_timing_cache(timing_cache) if timing_cache else None
+    if timing_cache and cache is None:
+        warnings.warn("the timing cache could not be read by TensorRT (corrupt, or not a timing cache); "
+                      "building without it", RuntimeWarning, stacklevel=3)
+    reused = cache is not None and config.set_timing_cache(cache, ignore_mismatch=False)
     if not reused:
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
 
@@ -211,7 +271,9 @@ def build_engine(
         workspace_gib: builder workspace limit in GiB. Defaults to 2.
         timing_cache: timing-cache file, loaded when present and saved (atomically) after the build,
             so rebuilds on the same GPU skip tactic timing. Defaults to no cache.
-        dla_core: run on this DLA core with GPU fallback (Jetson, TensorRT 10). Defaults to the GPU.
+        dla_core: run on this DLA core with GPU fallback. Defaults to the GPU. DLA exists on Jetson
+            AGX Orin with TensorRT 10.x (JetPack 6) or TensorRT 11.4.1+ (JetPack 7.2.2+); TensorRT
+            11.0-11.3 have no DLA support. Needs a static profile (min = opt = max).
         plugin_libs: plugin libraries to load first (the ``EdgesegFusedDDC`` plugin).
         check_precision: refuse an engine whose requested precision was not realized. Defaults to True.
         device: CUDA device to build for. Defaults to 0.
@@ -221,7 +283,8 @@ def build_engine(
 
     Raises:
         MissingDependencyError: TensorRT (or cuda-python) is not installed; names the ``trt`` extra.
-        EdgesegError: parse/build failure, bad shapes, or the precision was not realized.
+        EdgesegError: parse/build failure, bad shapes (or a dynamic profile with ``dla_core``), or the
+            precision was not realized.
     """
     trt_mod = require_tensorrt("building TensorRT engines")
     from edgeseg.trt._cuda import cuda_call, cudart, gpu_info
@@ -237,16 +300,19 @@ def build_engine(
 
     logger = trt_mod.Logger(trt_mod.Logger.WARNING)
     builder = trt_mod.Builder(logger)
-    plugins = load_plugin_libraries(builder.get_plugin_registry(), plugin_libs)
+    plugins = load_plugin_libraries(plugin_libs)
     network, _parser = network_from_onnx(builder, logger, onnx_path)
     graph_inputs = {tensor.name: dims_to_tuple(tensor.shape)
                     for tensor in (network.get_input(i) for i in range(network.num_inputs))}
     profile = resolve_profile(graph_inputs, shapes)
+    if dla_core is not None:
+        check_dla_profile(profile, dla_core)
 
     cache_path = Path(timing_cache) if timing_cache is not None else None
     cache_bytes = cache_path.read_bytes() if cache_path is not None and cache_path.is_file() else None
-    config, cache_reused = create_config(builder, profile, workspace_gib=workspace_gib,
+    config, cache_reused = create_config(builder, profile, precision=precision, workspace_gib=workspace_gib,
                                          timing_cache=cache_bytes, dla_core=dla_core)
+    tf32 = config.get_flag(trt_mod.BuilderFlag.TF32)
 
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -257,6 +323,8 @@ def build_engine(
             f.write(bytes(memoryview(config.get_timing_cache().serialize())))
 
     runtime = trt_mod.Runtime(logger)
+    if dla_core is not None:
+        runtime.DLA_core = dla_core
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise EdgesegError(f"{engine_path}: TensorRT could not deserialize the engine it just built")
@@ -287,6 +355,7 @@ def build_engine(
             "strongly_typed": True,
             "workspace_gib": workspace_gib,
             "gpu_fallback": dla_core is not None,
+            "tf32": tf32,
             "plugin_libs": plugins,
             "timing_cache": str(cache_path) if cache_path is not None else None,
             "timing_cache_reused": cache_reused,

@@ -12,7 +12,13 @@ from edgeseg._io import sha256_bytes
 from edgeseg.errors import EdgesegError
 from edgeseg.trt._import import require_tensorrt
 from edgeseg.trt.builder import load_plugin_libraries
-from edgeseg.trt.metadata import RuntimeInfo, ensure_compatible, metadata_path, read_metadata
+from edgeseg.trt.metadata import (
+    RuntimeInfo,
+    ensure_compatible,
+    metadata_path,
+    read_metadata,
+    recorded_dla_core,
+)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -49,7 +55,7 @@ def load_engine(
         check_metadata: compare the metadata's TensorRT version and GPU with this system and the
             engine's sha256 with the file, refusing a mismatch with an explanation. Defaults to True.
         plugin_libs: plugin libraries the engine needs. Defaults to those recorded at build time.
-        device: CUDA device. Defaults to 0.
+        device: CUDA device. Defaults to 0. An engine whose metadata records a DLA core runs on that core.
 
     Raises:
         MissingDependencyError: TensorRT or cuda-python missing.
@@ -63,9 +69,9 @@ def load_engine(
     if not path.is_file():
         raise EdgesegError(f"{path}: engine not found")
     plan = path.read_bytes()
+    cuda_call(cudart().cudaSetDevice(device))
     if check_metadata:
         meta = read_metadata(path)
-        cuda_call(cudart().cudaSetDevice(device))
         ensure_compatible(meta, RuntimeInfo.current(device), path)
         if meta.get("engine_sha256") not in (None, sha256_bytes(plan)):
             raise EdgesegError(f"{path}: the engine does not match the sha256 in {metadata_path(path).name}; "
@@ -75,8 +81,12 @@ def load_engine(
 
     logger = trt_mod.Logger(trt_mod.Logger.WARNING)
     runtime = trt_mod.Runtime(logger)
-    libs = plugin_libs or meta.get("flags", {}).get("plugin_libs", [])
-    load_plugin_libraries(runtime.get_plugin_registry(), libs)
+    dla_core = recorded_dla_core(meta)
+    if dla_core is not None:
+        # The runtime's DLA core is where the engine's DLA layers run; it must be set before
+        # deserialising (as trtexec does).
+        runtime.DLA_core = dla_core
+    load_plugin_libraries(plugin_libs or meta.get("flags", {}).get("plugin_libs", []))
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise EdgesegError(f"{path}: TensorRT could not deserialize the engine (see its log above)")

@@ -17,8 +17,11 @@ Document format, as TensorRT documents it::
                  "Outputs": [...], "Weights": {"Type": "Int8", "Count": 36864}, ...}, ...],
      "Bindings": ["images", "logits"]}
 
-TensorRT 11 replaced ``Bindings`` with ``I/O Tensors`` (a list of objects) and split each tensor's
-``Format/Datatype`` string into ``Format`` and ``DataType``; both layouts are accepted here.
+Only ``Layers`` is read. The per-tensor type key is ``Format/Datatype`` up to 10.x (and still in the
+11.1 samples and Polygraphy); TensorRT 11 tooling also knows separate ``Format`` and ``Datatype``
+keys (``.agents/skills/trt-perf-analysis/scripts/trt_perf/data.py`` in NVIDIA/TensorRT release/11.1).
+``DataType``, ``Datatype`` and ``Format/Datatype`` are read, in that order. Which spelling a given
+11.x release emits is unverified here.
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ _TYPE_RE = re.compile(r"\b(" + "|".join(sorted(_TYPE_WORDS, key=len, reverse=Tru
 # in float, so counting these would report INT8 that is not there.
 _DATA_MOVEMENT = re.compile(r"reformat|noop|no-op|shuffle|quantize|dequantize|cast|constant|identity",
                             re.IGNORECASE)
+# "Origin" values of layers TensorRT inserted to quantize/dequantize or reformat (the trex examples
+# in NVIDIA/TensorRT v10.3.0 show them on Reformat layers); also data movement.
+_INSERTED_ORIGINS = {"QDQ", "REFORMAT"}
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,8 @@ class PrecisionCheck:
 
 
 def _tensor_dtype(tensor: dict[str, Any]) -> str | None:
-    # TensorRT 11: {"DataType": "Half", "Format": "..."}; up to 10.x: {"Format/Datatype": "... FP16 ..."}.
-    text = tensor.get("DataType") or tensor.get("Format/Datatype") or ""
+    # Up to 10.x: {"Format/Datatype": "... FP16 ..."}; 11.x may split it: {"Datatype": "Half", "Format": ...}.
+    text = tensor.get("DataType") or tensor.get("Datatype") or tensor.get("Format/Datatype") or ""
     match = _TYPE_RE.search(str(text))
     return _TYPE_WORDS[match.group(1).lower()] if match else None
 
@@ -104,7 +110,8 @@ def layer_dtype_counts(info: str | dict[str, Any]) -> dict[str, int]:
     """Count compute layers by the tensor types they consume.
 
     A layer counts once for each distinct type among its input tensors and its weights; data
-    movement layers (reformat, shuffle, standalone quantize/dequantize, cast, constant) are skipped.
+    movement layers (reformat, shuffle, standalone quantize/dequantize, cast, constant, and layers whose
+    ``Origin`` is ``QDQ`` or ``REFORMAT``) are skipped.
 
     Args:
         info: the inspector's JSON, as a string or parsed.
@@ -119,7 +126,7 @@ def layer_dtype_counts(info: str | dict[str, Any]) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for layer in _layers(info):
         kind = f"{layer.get('LayerType', '')} {layer.get('ParameterType', '')}"
-        if _DATA_MOVEMENT.search(kind):
+        if _DATA_MOVEMENT.search(kind) or str(layer.get("Origin", "")).upper() in _INSERTED_ORIGINS:
             continue
         types = {_tensor_dtype(t) for t in layer.get("Inputs", []) if isinstance(t, dict)}
         weights = layer.get("Weights")

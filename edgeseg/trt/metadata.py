@@ -24,6 +24,7 @@ __all__ = [
     "read_metadata",
     "compatibility_problems",
     "ensure_compatible",
+    "recorded_dla_core",
 ]
 
 METADATA_FORMAT = "edgeseg.engine/1"
@@ -82,6 +83,13 @@ def read_metadata(engine_path: str | os.PathLike[str]) -> dict[str, Any]:
     if missing:
         raise EdgesegError(f"{path}: engine metadata lacks {missing}")
     return meta
+
+
+def recorded_dla_core(meta: dict[str, Any]) -> int | None:
+    """The DLA core an engine was built for (``meta["device"]``), or None for a GPU engine."""
+    device = meta.get("device") or {}
+    core = device.get("dla_core") if device.get("type") == "dla" else None
+    return None if core is None else int(core)
 
 
 def _release(version: str) -> tuple[int, ...]:

@@ -13,6 +13,8 @@ import pytest
 
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.trt import build_engine, load_engine, resolve_profile, tensorrt_available
+from edgeseg.trt import builder as trt_builder
+from edgeseg.trt.builder import check_dla_profile, load_plugin_libraries, plugin_library_key
 
 
 def test_static_inputs_need_no_shapes() -> None:
@@ -42,6 +44,45 @@ def test_dynamic_batch_profile() -> None:
 def test_bad_profiles(inputs: dict, shapes: dict | None, match: str) -> None:
     with pytest.raises(EdgesegError, match=match):
         resolve_profile(inputs, shapes)
+
+
+def test_dla_needs_a_static_profile() -> None:
+    check_dla_profile(resolve_profile({"images": (-1, 3, 8, 8)}, {"images": (2, 3, 8, 8)}), 0)
+    dynamic = resolve_profile({"images": (-1, 3, 8, 8)},
+                              {"images": ((1, 3, 8, 8), (2, 3, 8, 8), (4, 3, 8, 8))})
+    with pytest.raises(EdgesegError, match="--shapes.*--dla-core") as err:
+        check_dla_profile(dynamic, 1)
+    assert "'images'" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_plugin_library_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "libedgeseg_trt_plugins.so"
+    with pytest.raises(EdgesegError) as err:
+        load_plugin_libraries([missing])
+    assert str(missing) in str(err.value) and "not found" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_plugin_library_is_keyed_by_its_resolved_path(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = tmp_path / "build" / "libplugins.so"
+    lib.parent.mkdir()
+    lib.write_bytes(b"")
+    link = tmp_path / "libplugins-link.so"
+    link.symlink_to(lib)
+    monkeypatch.chdir(tmp_path)
+    spellings = (lib, link, Path("build/libplugins.so"), "build/../build/libplugins.so")
+    assert {plugin_library_key(p) for p in spellings} == {str(lib.resolve())}
+
+
+def test_a_loaded_plugin_library_is_not_loaded_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TensorRT's load_library fails for a library whose plugins are registered already, so a second
+    # request for the same file (another spelling of its path) must not reach TensorRT at all.
+    lib = tmp_path / "libplugins.so"
+    lib.write_bytes(b"")
+    monkeypatch.setitem(trt_builder._loaded_plugin_libs, str(lib.resolve()), object())
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # any TensorRT call would raise ImportError
+    monkeypatch.chdir(tmp_path)
+    assert load_plugin_libraries(["libplugins.so", lib]) == ["libplugins.so", str(lib)]
 
 
 def test_missing_tensorrt_gives_one_line_install_hint(monkeypatch: pytest.MonkeyPatch,

@@ -84,6 +84,34 @@ def test_fp16_realized_and_silent_fp32_caught(trt11: bool) -> None:
     assert check_precision_realized(fp32, "fp32")
 
 
+@pytest.mark.parametrize(
+    ("key", "text", "dtype"),
+    [
+        ("DataType", "Half", "fp16"),
+        ("Datatype", "Int8", "int8"),
+        ("Format/Datatype", "Channel major FP16 format where channel % 8 == 0", "fp16"),
+        ("Format/Datatype", "Float", "fp32"),  # the short form in the 11.1 sampleEditableTimingCache README
+    ],
+)
+def test_each_tensor_type_key_spelling(key: str, text: str, dtype: str) -> None:
+    tensor = {"Name": "x", "Format": "Row major linear", key: text}
+    doc = {"Layers": [{"Name": "conv", "LayerType": "CaskConvolution", "Inputs": [tensor], "Outputs": []}]}
+    assert layer_dtype_counts(doc) == {dtype: 1}
+
+
+def test_datatype_key_wins_over_format_datatype() -> None:
+    tensor = {"Name": "x", "Datatype": "Int8", "Format/Datatype": "Row major linear FP32"}
+    doc = {"Layers": [{"Name": "conv", "LayerType": "CaskConvolution", "Inputs": [tensor], "Outputs": []}]}
+    assert layer_dtype_counts(doc) == {"int8": 1}
+
+
+@pytest.mark.parametrize("origin", ["QDQ", "REFORMAT"])
+def test_layers_inserted_for_qdq_or_reformat_are_not_compute(origin: str) -> None:
+    inserted = dict(_layer("inserted", "PointWiseV2", "Int8", "FP32"), Origin=origin)
+    conv = _layer("conv", "CaskConvolution", "FP32", "FP32", weights="Float")
+    assert layer_dtype_counts(_engine(inserted, conv)) == {"fp32": 1}
+
+
 def test_bfloat16_is_not_mistaken_for_fp32() -> None:
     doc = {"Layers": [{"Name": "mm", "LayerType": "gemm", "Inputs": [
         {"Name": "a", "Format/Datatype": "Row major linear BFloat16 format"}], "Outputs": []}]}

@@ -17,6 +17,7 @@ from edgeseg.trt import (
     metadata_path,
     read_metadata,
 )
+from edgeseg.trt.metadata import recorded_dla_core
 
 ORIN = RuntimeInfo(tensorrt_version="10.3.0.30", gpu_name="Orin", compute_capability="8.7")
 
@@ -77,3 +78,14 @@ def test_read_metadata(tmp_path: Path) -> None:
         read_metadata(engine)
     write_json(metadata_path(engine), _meta(precision="fp16"))
     assert read_metadata(engine)["precision"] == "fp16"
+
+
+@pytest.mark.parametrize(
+    ("device", "core"),
+    [({"type": "dla", "dla_core": 1}, 1), ({"type": "gpu"}, None), (None, None),
+     ({"type": "gpu", "dla_core": 0}, None)],
+)
+def test_recorded_dla_core(device: dict | None, core: int | None) -> None:
+    # load_engine sets the runtime's DLA core from this before deserialising.
+    meta = _meta() if device is None else _meta(device=device)
+    assert recorded_dla_core(meta) == core
