@@ -205,3 +205,10 @@ def test_build_records_the_target_and_uses_its_values(tmp_path: Path) -> None:
     assert next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) == 19
     dims = [d.dim_value for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [2, 3, 32, 48]
+
+
+def test_dla_with_a_batch_range_is_refused_before_any_work() -> None:
+    with pytest.raises(EdgesegError, match="--shapes 1,4,8 with --dla-core 0: DLA engines need one batch"):
+        BuildOptions(dla_core=0, shapes=(1, 4, 8))
+    assert BuildOptions(dla_core=0, shapes=(4, 4, 4)).shapes == (4, 4, 4)
+    assert BuildOptions(target="jetson-agx-orin-dla").dla_core == 0  # the shipped DLA profile is static

@@ -143,6 +143,10 @@ class BuildOptions:
                                f"(stages: {', '.join(STAGES)})")
         if self.workspace is not None and self.workspace <= 0:
             raise EdgesegError(f"--workspace must be > 0 GiB, got {self.workspace}")
+        if self.dla_core is not None and self.shapes is not None and len(set(self.shapes)) > 1:
+            # Refused here, not after export and quantization: DLA has no dynamic dimensions.
+            raise EdgesegError(f"--shapes {','.join(map(str, self.shapes))} with --dla-core {self.dla_core}: "
+                               "DLA engines need one batch size (use --batch)")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (os.fspath(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
