@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from edgeseg.bench import TorchGpuCase, machine_info, time_calls
-from edgeseg.build.options import DEMO_MODEL
+from edgeseg.stages.options import DEMO_MODEL
 from edgeseg.runtime import Segmenter
 from edgeseg.video import Pipeline, VideoSource, VideoWriter
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from edgeseg._io import read_json, sha256_file
-from edgeseg.build import Build, BuildOptions, BuildRecord, Reporter
+from edgeseg.stages import Build, BuildOptions, BuildRecord, Reporter
 from edgeseg.checkpoint import ModelCard, save_model
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from edgeseg._io import read_json
-from edgeseg.build import Build, BuildOptions, finish_hint
-from edgeseg.build.targets import TARGETS_DIR, list_targets, load_target, machine_problems
+from edgeseg.stages import Build, BuildOptions, finish_hint
+from edgeseg.stages.targets import TARGETS_DIR, list_targets, load_target, machine_problems
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
 from edgeseg.export.trt_compat import TRT_OPSET_RANGE
@@ -145,7 +145,7 @@ class _Captured(Exception):
 
 def test_cli_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI leaves unset options None, so the profile fills them; given ones beat it."""
-    import edgeseg.build
+    import edgeseg.stages
 
     seen: list[BuildOptions] = []
 
@@ -154,7 +154,7 @@ def test_cli_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
             seen.append(options)
             raise _Captured
 
-    monkeypatch.setattr(edgeseg.build, "Build", CapturingBuild)
+    monkeypatch.setattr(edgeseg.stages, "Build", CapturingBuild)
     with pytest.raises(_Captured):
         main(["build", "--target", "desktop-hopper"])
     with pytest.raises(_Captured):

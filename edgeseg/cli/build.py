@@ -1,6 +1,6 @@
 """`edgeseg build`: checkpoint → ONNX → FP16 / INT8 → validated → TensorRT engine.
 
-The command only parses options and draws progress; the stages live in :mod:`edgeseg.build`.
+The command only parses options and draws progress; the stages live in :mod:`edgeseg.stages`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from edgeseg.cli._common import console
 
 if TYPE_CHECKING:
-    from edgeseg.build import BuildResult
+    from edgeseg.stages import BuildResult
 
 __all__ = ["register"]
 
@@ -27,7 +27,7 @@ Examples:
   edgeseg build -m runs/city/model.pt --precision fp16 --val-data cityscapes:/data/cityscapes:val
   edgeseg build -m runs/city/model.pt --calib-data cityscapes:/data/cityscapes:train --calib-size 64
   edgeseg build --from-onnx engines/demo_dbmsnet/model.int8.onnx   # on the Jetson: engine only
-  edgeseg build --target jetson-orin-nano   # defaults from engines/targets/jetson-orin-nano.toml
+  edgeseg build --target jetson-orin-nano   # defaults from the shipped jetson-orin-nano profile
   edgeseg build --list-targets              # the shipped target profiles
 
 \b
@@ -79,7 +79,7 @@ def _summary_table(result: BuildResult) -> Any:
 def _targets_table() -> Any:
     from rich.table import Table
 
-    from edgeseg.build.targets import TARGETS_DIR, list_targets, load_target
+    from edgeseg.stages.targets import TARGETS_DIR, list_targets, load_target
 
     table = Table(title=f"target profiles ({TARGETS_DIR})")
     table.add_column("--target", no_wrap=True)
@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         output: str = typer.Option("logits", "--output", help="Graph output: logits or argmax (int32)."),
         calib_data: str = typer.Option(None, "--calib-data",
                                        help="Calibration images: folder, KIND:ROOT[:split], or a manifest "
-                                            "(calibration/<name>.yaml). (default: demo set / card dataset)"),
+                                            "(shipped: demo). (default: demo set / card dataset)"),
         calib_size: int = typer.Option(32, "--calib-size", help="Calibration images (seeded sample)."),
         calib_method: str = typer.Option("max", "--calib-method", help="max, entropy or percentile."),
         int8_high_precision: str = typer.Option(
@@ -156,7 +156,7 @@ def register(app: typer.Typer) -> None:
             console.print(_targets_table())
             return
 
-        from edgeseg.build import Build, BuildOptions
+        from edgeseg.stages import Build, BuildOptions
         from edgeseg.cli.train import parse_hw
         from edgeseg.export import parse_batch_profile
 

@@ -53,7 +53,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from edgeseg._io import read_json
-        from edgeseg.build import Build, BuildOptions
+        from edgeseg.stages import Build, BuildOptions
         from edgeseg.cli.train import parse_hw
         from edgeseg.export import parse_batch_profile
 

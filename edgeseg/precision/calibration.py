@@ -5,8 +5,8 @@
 * a folder of images (``.png``/``.jpg``/...; an ``images/`` subfolder is used when present, as in
   the ``folder`` dataset layout);
 * a dataset spec ``KIND:ROOT[:split]`` read with :func:`edgeseg.data.load_dataset`;
-* a manifest: a YAML file, or the name of one in the repository's ``calibration/`` folder
-  (``demo`` → ``calibration/demo.yaml``); see ``calibration/README.md`` for its fields.
+* a manifest: a YAML file, or the name of one shipped with the package
+  (``demo`` → ``edgeseg/assets/calibration/demo.yaml``); see ``docs/calibration.md`` for its fields.
 
 Preprocessing is the model's own, read from its :class:`~edgeseg.checkpoint.ModelCard`: resize to
 ``input_size`` then normalise with ``mean``/``std``, through the same
@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeseg.assets import CALIBRATION_DIR
 from edgeseg.errors import EdgesegError
 
 __all__ = [
@@ -37,8 +38,6 @@ __all__ = [
     "IMAGE_SUFFIXES",
 ]
 
-#: The repository's calibration folder (manifests and the shipped demo set).
-CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "calibration"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 _MANIFEST_SUFFIXES = (".yaml", ".yml")
 

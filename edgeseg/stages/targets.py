@@ -1,6 +1,6 @@
 """Target profiles: the device an engine is built for, and the build defaults that suit it.
 
-A profile is a TOML file, ``engines/targets/<name>.toml`` (shipped ones) or any path::
+A profile is a TOML file, ``edgeseg/assets/targets/<name>.toml`` (shipped ones) or any path::
 
     description = "Jetson Orin Nano (JetPack 6.1+)"
     tensorrt = "10.3"            # the TensorRT release line the target runs ("10" = any 10.x)
@@ -16,7 +16,7 @@ A profile is a TOML file, ``engines/targets/<name>.toml`` (shipped ones) or any 
     # input = [512, 1024]        # H, W; defaults to the model card's
 
 ``edgeseg build --target NAME|PATH`` fills the options the user did not give from ``[build]``
-(:class:`edgeseg.build.BuildOptions`), and where TensorRT runs the build refuses a machine whose
+(:class:`edgeseg.stages.BuildOptions`), and where TensorRT runs the build refuses a machine whose
 TensorRT line or compute capability differs from the profile's, since engines are not portable
 (:func:`machine_problems`). Keys are checked strictly: a misspelt key is an error, not a silently
 ignored default.
@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeseg.build.options import PRECISIONS
+from edgeseg.stages.options import PRECISIONS
+from edgeseg.assets import TARGETS_DIR
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import MAX_OPSET, MIN_OPSET
 from edgeseg.trt._import import MIN_TENSORRT_MAJOR
@@ -45,8 +46,6 @@ if TYPE_CHECKING:
 
 __all__ = ["TARGETS_DIR", "BuildDefaults", "TargetProfile", "list_targets", "load_target", "machine_problems"]
 
-#: Where the shipped profiles live (``engines/targets/`` at the repository root).
-TARGETS_DIR = Path(__file__).resolve().parents[2] / "engines" / "targets"
 
 _TOP_KEYS = {"description", "tensorrt", "compute_capability", "dla_cores", "build"}
 _BUILD_KEYS = {"precision", "workspace", "dla_core", "opset", "batch", "shapes", "input"}
@@ -54,7 +53,7 @@ _BUILD_KEYS = {"precision", "workspace", "dla_core", "opset", "batch", "shapes",
 
 @dataclass(frozen=True)
 class BuildDefaults:
-    """The ``[build]`` table: defaults for the matching :class:`~edgeseg.build.BuildOptions` fields.
+    """The ``[build]`` table: defaults for the matching :class:`~edgeseg.stages.BuildOptions` fields.
 
     Args:
         precision: ``fp32``, ``fp16`` or ``int8``.
@@ -113,7 +112,7 @@ class TargetProfile:
 
 
 def list_targets() -> list[str]:
-    """Names of the shipped profiles (``engines/targets/*.toml``), sorted."""
+    """Names of the shipped profiles (``edgeseg/assets/targets/*.toml``), sorted."""
     return sorted(p.stem for p in TARGETS_DIR.glob("*.toml"))
 
 

@@ -1,7 +1,7 @@
 """The build pipeline: checkpoint → ONNX → simplified → FP16 / INT8 → validated → TensorRT engine.
 
 Each stage reads what the previous one wrote in the build folder (``engines/<name>/``) and records
-itself in ``build.json`` (:mod:`edgeseg.build.record`); a fresh stage is skipped, so re-running a
+itself in ``build.json`` (:mod:`edgeseg.stages.record`); a fresh stage is skipped, so re-running a
 build resumes it. Stages, in order:
 
 =============  ======================================  =========================================
@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg._io import read_json, write_json
-from edgeseg.build.options import (
+from edgeseg.stages.options import (
     DEFAULT_PLUGIN_LIB,
     DEMO_CALIBRATION,
     BuildOptions,
     ModelSource,
     resolve_model,
 )
-from edgeseg.build.record import BuildRecord
+from edgeseg.stages.record import BuildRecord
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
 
@@ -404,7 +404,7 @@ class Build:
         if spec is None:
             if required:
                 raise EdgesegError("INT8 needs calibration images: pass --calib-data (a folder of images, "
-                                   "KIND:ROOT[:split] or a manifest in calibration/)")
+                                   "KIND:ROOT[:split] or a manifest name such as demo)")
             return None
         card = self.card
         with self.reporter.task("loading calibration images", self.options.calib_size) as progress:
@@ -670,7 +670,7 @@ class Build:
         """Refuse to build an engine for ``--target`` on a machine whose engines would not run there."""
         if self.options.target is None:
             return
-        from edgeseg.build.targets import load_target, machine_problems
+        from edgeseg.stages.targets import load_target, machine_problems
         from edgeseg.trt.metadata import RuntimeInfo
 
         problems = machine_problems(load_target(self.options.target), RuntimeInfo.current())

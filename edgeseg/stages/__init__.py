@@ -2,16 +2,16 @@
 
 Typical use::
 
-    from edgeseg.build import Build, BuildOptions
+    from edgeseg.stages import Build, BuildOptions
 
     result = Build(BuildOptions(precision="int8")).run()   # the shipped demo model
     print(result.folder, result.engine_status)
 
-See :mod:`edgeseg.build.pipeline` for the stages and :mod:`edgeseg.build.record` for
+See :mod:`edgeseg.stages.pipeline` for the stages and :mod:`edgeseg.stages.record` for
 ``build.json``; ``engines/README.md`` documents the folder and ``report.json``.
 """
 
-from edgeseg.build.options import (
+from edgeseg.stages.options import (
     DEMO_CALIBRATION,
     DEMO_MODEL,
     PLUGINS,
@@ -20,8 +20,8 @@ from edgeseg.build.options import (
     ModelSource,
     resolve_model,
 )
-from edgeseg.build.pipeline import Build, BuildResult, Reporter, deploy_onnx_name, engine_name, finish_hint
-from edgeseg.build.record import BUILD_FORMAT, BuildRecord, StageRecord
+from edgeseg.stages.pipeline import Build, BuildResult, Reporter, deploy_onnx_name, engine_name, finish_hint
+from edgeseg.stages.record import BUILD_FORMAT, BuildRecord, StageRecord
 
 __all__ = [
     "BUILD_FORMAT",

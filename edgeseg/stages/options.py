@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeseg.assets import DEMO_MODEL
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import DEFAULT_OPSET
 
@@ -27,9 +28,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 STAGES = ("card", "export", "simplify", "fp16", "calibrate", "quantize", "validate")
 #: ``--plugin`` values: the fused DDC block exported as the ``EdgesegFusedDDC`` TensorRT plugin.
 PLUGINS = ("fused-ddc",)
-#: The shipped demo bundle, the default ``--model``.
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "assets" / "demo_dbmsnet.pt"
-#: Manifest (in ``calibration/``) of the demo model's calibration and validation data.
+#: Manifest (in ``edgeseg/assets/calibration/``) of the demo model's calibration and validation data.
 DEMO_CALIBRATION = "demo"
 #: Where ``cpp_ext``'s CMake build puts the ``EdgesegFusedDDC`` TensorRT plugin library.
 DEFAULT_PLUGIN_LIB = Path("build/trt/libedgeseg_trt_plugins.so")
@@ -40,7 +39,7 @@ class BuildOptions:
     """Everything ``edgeseg build`` can be told; None means "the documented default".
 
     With ``target``, the options left None take the profile's ``[build]`` values first
-    (:mod:`edgeseg.build.targets`); explicitly given options always win.
+    (:mod:`edgeseg.stages.targets`); explicitly given options always win.
 
     Args:
         precision: ``fp32``, ``fp16`` or ``int8``. Defaults to what ``from_onnx`` encodes, else the
@@ -78,7 +77,7 @@ class BuildOptions:
         rerun: stages to run again even when their records say they are up to date (``calibrate``
             also ignores its keyed cache). Later stages re-run when their inputs change. Defaults
             to none.
-        target: target profile, a name in ``engines/targets/`` or a ``.toml`` path (recorded in
+        target: target profile, a name in ``edgeseg/assets/targets/`` or a ``.toml`` path (recorded in
             build.json). Defaults to none.
     """
 
@@ -153,7 +152,7 @@ class BuildOptions:
 
     def _apply_target(self, target: str) -> None:
         """Fill the options left None from the target profile's ``[build]`` table."""
-        from edgeseg.build.targets import load_target
+        from edgeseg.stages.targets import load_target
 
         profile = load_target(target)
         profile.check_dla_core(self.dla_core, "--dla-core")
