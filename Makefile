@@ -16,6 +16,11 @@ PIP        := $(BIN)/python -m pip --disable-pip-version-check
 # 2-core box running two test workers) that made training steps 8-40x slower (docs/demo-model.md).
 export OMP_WAIT_POLICY ?= PASSIVE
 
+# Seconds since the epoch when make started (evaluated once), so demo/test can report their time
+# including the venv set-up.
+START := $(shell date +%s)
+elapsed = $$(( $$(date +%s) - $(START) ))
+
 .PHONY: venv demo test lint typecheck clean
 
 venv: $(STAMP)
@@ -34,9 +39,11 @@ $(STAMP): pyproject.toml setup.py Makefile
 
 demo: $(STAMP)
 	$(BIN)/edgeseg build --precision int8
+	@echo "make demo: done in $(elapsed) s; build folder engines/demo_dbmsnet/ (report.json, build.json, validation.png)"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --junitxml=test-results/junit.xml tests
+	@echo "make test: done in $(elapsed) s; per-test results in test-results/junit.xml"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -46,4 +53,4 @@ typecheck: $(STAMP)
 	$(BIN)/python -m pytest -q tests/trt/test_typecheck.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist test-results *.egg-info

@@ -43,6 +43,7 @@ __all__ = [
     "plan_cases",
     "run_benchmarks",
     "plot_results",
+    "cpu_info",
     "machine_info",
     "time_calls",
     "peak_rss_mb",
@@ -440,17 +441,45 @@ class BenchReport:
         }
 
 
+#: CPU features that decide which integer/float kernels ONNX Runtime and torch can use.
+_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "asimd", "asimddp")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU as the system reports it (``/proc/cpuinfo``), never typed in by hand.
+
+    Returns:
+        ``model`` (model name), ``vendor``, ``flags`` (the kernel-relevant subset of
+        :data:`_CPU_FLAGS`) and ``cores`` (logical CPUs this process may use).
+    """
+    fields: dict[str, str] = {}
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key in ("model name", "vendor_id", "flags", "Features", "CPU implementer") and key not in fields:
+                fields[key] = value.strip()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {
+        "model": fields.get("model name") or platform.processor() or platform.machine(),
+        "vendor": fields.get("vendor_id") or fields.get("CPU implementer", ""),
+        "flags": [f for f in _CPU_FLAGS if f in flags],
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU, core count, GPU, and library versions, for the report."""
+    """CPU (read from the system), memory, GPU, and library versions, for the report."""
     import onnxruntime
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    cpu = cpu_info()
     info: dict[str, Any] = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cpu": cpu["model"],
+        "cpu_vendor": cpu["vendor"],
+        "cpu_flags": cpu["flags"],
+        "cores": cpu["cores"],
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "onnxruntime": onnxruntime.__version__,

@@ -97,3 +97,19 @@ def test_cli_rejects_bad_batches(rt_build: Path, capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", str(rt_build), "--batch", "0,x"])
     assert exit_info.value.code == 2 and "--batch" in capsys.readouterr().err
+
+
+def test_cpu_info_is_read_from_the_system() -> None:
+    from edgeseg.bench import cpu_info
+
+    info = cpu_info()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        text = cpuinfo.read_text()
+        names = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")]
+        if names:
+            assert info["model"] == names[0]
+        flag_lines = [ln for ln in text.splitlines() if ln.startswith("flags")]
+        if flag_lines:
+            assert ("avx512_vnni" in info["flags"]) == (" avx512_vnni" in flag_lines[0])
+    assert info["cores"] >= 1

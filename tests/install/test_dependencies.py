@@ -1,0 +1,45 @@
+"""The declared dependencies are the real ones: each needed, none an sdist that breaks a fresh install."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
+
+
+def _requirements() -> dict[str, str]:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    return {re.split(r"[\s\[<>=!;~]", spec, maxsplit=1)[0].lower(): spec for spec in project["dependencies"]}
+
+
+def test_int8_quantizer_imports_the_packages_declared_for_it() -> None:
+    # modelopt.onnx.quantization imports these at import time: without them the INT8 path dies.
+    import modelopt.onnx.quantization  # noqa: F401
+
+    declared = _requirements()
+    for module, dist in (("lief", "lief"), ("onnxslim", "onnxslim"), ("onnx_graphsurgeon", "onnx-graphsurgeon")):
+        assert module in sys.modules, f"modelopt no longer imports {module}: drop {dist} from pyproject.toml"
+        assert dist in declared, f"{dist} is imported by the INT8 quantizer but not declared"
+
+
+def test_no_sdist_only_dependency_comes_back() -> None:
+    declared = _requirements()
+    assert "cppimport" not in declared
+    # The [onnx] extra of nvidia-modelopt is what pulled cppimport in.
+    assert "[" not in declared["nvidia-modelopt"], declared["nvidia-modelopt"]
+    with pytest.raises(importlib.metadata.PackageNotFoundError, match="cppimport"):
+        importlib.metadata.distribution("cppimport")
+
+
+def test_test_only_packages_live_in_the_dev_extra() -> None:
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    dev = {re.split(r"[\s\[<>=!;~]", s, maxsplit=1)[0].lower() for s in project["optional-dependencies"]["dev"]}
+    declared = _requirements()
+    for name in ("pytest", "pytest-xdist", "hypothesis", "onnxconverter-common", "ruff", "mypy"):
+        assert name in dev and name not in declared, name
