@@ -6,18 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgeseg.cli._common import console, parse_int_list
 from edgeseg.errors import EdgesegError
-
-
-def parse_int_list(text: str, what: str) -> list[int]:
-    """``"1,4"`` → ``[1, 4]`` (positive ints), with an error naming the option."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise EdgesegError(f"{what} expects comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise EdgesegError(f"{what} expects positive integers, got {text!r}")
-    return values
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +51,6 @@ def register(app: typer.Typer) -> None:
 
         from edgeseg._io import write_json
         from edgeseg.bench import BenchReport, machine_info, plan_cases, plot_results, run_benchmarks
-        from edgeseg.cli._common import console
         from edgeseg.power import detect_power_source
 
         batches = parse_int_list(batch, "--batch")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.cli._common import console
+from edgeseg.cli._common import console, parse_hw
 
 if TYPE_CHECKING:
     from edgeseg.stages import BuildResult
@@ -156,9 +156,8 @@ def register(app: typer.Typer) -> None:
             console.print(_targets_table())
             return
 
-        from edgeseg.stages import Build, BuildOptions
-        from edgeseg.cli.train import parse_hw
         from edgeseg.export import parse_batch_profile
+        from edgeseg.stages import Build, BuildOptions
 
         options = BuildOptions(
             precision=precision, model=model, name=name, out_dir=out_dir,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgeseg.cli._common import console
+from edgeseg.cli._common import console, parse_hw
 
 __all__ = ["register"]
 
@@ -53,9 +53,8 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from edgeseg._io import read_json
-        from edgeseg.stages import Build, BuildOptions
-        from edgeseg.cli.train import parse_hw
         from edgeseg.export import parse_batch_profile
+        from edgeseg.stages import Build, BuildOptions
 
         options = BuildOptions(
             model=model, name=name, out_dir=out_dir,

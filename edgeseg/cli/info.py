@@ -9,8 +9,7 @@ from typing import Any
 
 import typer
 
-from edgeseg.cli._common import console, parse_sets
-from edgeseg.cli.train import parse_hw
+from edgeseg.cli._common import console, parse_hw, parse_sets
 from edgeseg.errors import EdgesegError
 
 __all__ = ["register"]

@@ -28,8 +28,7 @@ def register(app: typer.Typer) -> None:
         instances: int = typer.Option(1, help="Model instances per GPU (instance_group count)."),
     ) -> None:
         """Write <repo>/<name>/config.pbtxt and 1/model.plan or 1/model.onnx for Triton Inference Server."""
-        from edgeseg.cli._common import console
-        from edgeseg.cli.bench import parse_int_list
+        from edgeseg.cli._common import console, parse_int_list
         from edgeseg.serve import export_triton
 
         result = export_triton(

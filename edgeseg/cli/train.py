@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.cli._common import console, parse_sets
+from edgeseg.cli._common import console, parse_hw, parse_sets
 from edgeseg.errors import EdgesegError
 
 if TYPE_CHECKING:
     from edgeseg.checkpoint import ModelCard
     from edgeseg.train import TrainConfig, TrainResult
 
-__all__ = ["register", "parse_hw"]
+__all__ = ["register"]
 
 _HELP = """Train a segmentation model: checkpoints, a JSON-lines log, a deployable bundle.
 
@@ -48,24 +48,6 @@ last.pt and best.pt are model bundles too (edgeseg.checkpoint.load_model).
 Schedule: SGD (momentum 0.9, weight decay 4e-5), poly learning rate
 lr = LR * (1 - iter / ITERS) ** 0.9, reaching 0 at the last iteration.
 """
-
-
-def parse_hw(text: str, what: str) -> tuple[int, int]:
-    """Parse ``"HxW"`` or ``"N"`` (square) into ``(H, W)``.
-
-    Raises:
-        EdgesegError: not two positive integers; the message names the option ``what``.
-    """
-    parts = text.lower().replace("×", "x").split("x")
-    try:
-        hw = [int(p) for p in parts]
-    except ValueError:
-        hw = []
-    if len(hw) == 1:
-        hw = hw * 2
-    if len(hw) != 2 or min(hw) < 1:
-        raise EdgesegError(f"{what} expects HxW (e.g. 512x1024) or one size, got {text!r}")
-    return hw[0], hw[1]
 
 
 def _train_transform(crop: tuple[int, int], aug: dict[str, Any]) -> Any:

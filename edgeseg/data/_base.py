@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edgeseg.data.transforms import IGNORE_INDEX, EvalTransform
 from edgeseg.errors import EdgesegError
 
 __all__ = [
@@ -31,8 +32,6 @@ __all__ = [
     "bit_palette",
     "to_tensors",
 ]
-
-IGNORE_INDEX = 255
 
 # (image float (3,H,W) 0..1, mask int64 (H,W), generator) -> (image, mask)
 Transform = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -129,8 +128,6 @@ class SegmentationDataset(torch.utils.data.Dataset):
     palette: list[list[int]]
 
     def __init__(self, *, transform: Transform | None = None, seed: int | None = None) -> None:
-        from edgeseg.data.transforms import EvalTransform
-
         self.transform: Transform = transform if transform is not None else EvalTransform()
         self.seed = seed
         self.epoch = 0

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from edgeseg.checkpoint import IMAGENET_MEAN, IMAGENET_STD
-from edgeseg.data._base import IGNORE_INDEX
 
 __all__ = [
+    "IGNORE_INDEX",
     "TrainTransform",
     "EvalTransform",
     "resize",
@@ -39,6 +39,10 @@ __all__ = [
     "adjust_saturation",
     "normalize",
 ]
+
+# Mask value of pixels without a label: the transforms fill exposed borders with it, the loss and
+# the metrics skip it. Defined here, the lowest module of edgeseg.data, so every reader can share it.
+IGNORE_INDEX = 255
 
 Pair = tuple[torch.Tensor, torch.Tensor]
 

@@ -1,8 +1,11 @@
 """Pure-PyTorch reference of the fused DDC op: the math the C++ and CUDA kernels must reproduce.
 
-It is written the way the unfused :class:`~edgeseg.models.dbmsnet.DDCBlock` computes steps 2-4
-(separate depthwise convs, an explicit concat and channel shuffle), so it doubles as the fallback
-when the compiled extension is missing, and as the oracle of every kernel test.
+It computes steps 2-4 of the unfused :class:`~edgeseg.models.dbmsnet.DDCBlock` with separate
+depthwise convs, but writes the five branches straight into shuffled channel order (as the kernels
+do) instead of concatenating and shuffling: an independent formulation, so comparing it with the
+model's ``channel_shuffle`` checks both. It doubles as the fallback when the compiled extension is
+missing, and as the oracle of every kernel test. It imports nothing from :mod:`edgeseg.models`:
+models build on the op, not the other way round.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from edgeseg.models.layers import channel_shuffle
 
 __all__ = ["fused_ddc_reference", "NUM_BRANCHES"]
 
@@ -51,5 +52,7 @@ def fused_ddc_reference(
         z = F.conv2d(x, weight[b].unsqueeze(1), padding=int(d), dilation=int(d), groups=c)
         ys.append(torch.relu(z * scale[b].view(1, c, 1, 1) + shift[b].view(1, c, 1, 1)))
     ys.append(pooled.view(n, c, 1, 1).expand(n, c, h, w))
-    y = channel_shuffle(torch.cat(ys, 1), NUM_BRANCHES)
+    # Shuffling concat(branches) with 5 groups puts channel c of branch b at c * 5 + b: stacking the
+    # branches on a new axis after the channels and flattening gives exactly that order.
+    y = torch.stack(ys, 2).reshape(n, NUM_BRANCHES * c, h, w)
     return y if residual is None else y + residual

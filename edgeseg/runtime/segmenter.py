@@ -3,17 +3,16 @@
 >>> seg = Segmenter.load("engines/demo")              # best backend available here
 >>> result = seg(frame_rgb_uint8)                      # one HxWx3 frame → SegResult
 >>> results = seg(batch_bgr, color="bgr", overlay=True)  # NxHxWx3 → list[SegResult]
->>> for r in seg.stream("clip.mp4"): ...               # any video / RTSP URL / iterable of frames
 
 Preprocessing comes from the model's own card (see :mod:`edgeseg.runtime.processing`); the
-backend sits behind the runner interface (see :mod:`edgeseg.runtime.backends`).
+backend sits behind the runner interface (see :mod:`edgeseg.runtime.backends`). Streams (videos,
+cameras, iterables of frames) are the video layer's job: :func:`edgeseg.video.stream`.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -337,46 +336,6 @@ class Segmenter:
                 output=output,
             )
         return results[0] if single else results
-
-    def stream(
-        self,
-        frames: Iterable[Any] | str | os.PathLike[str],
-        *,
-        color: str = "rgb",
-        batch: int = 1,
-        overlay: bool = False,
-        alpha: float = 0.5,
-        every: int = 1,
-        queue_size: int = 8,
-    ) -> Iterator[SegResult]:
-        """Segment a stream in a pipelined background (decode ∥ preprocess ∥ infer ∥ postprocess).
-
-        Args:
-            frames: an iterable of HxWx3 uint8 frames, or a video path / URL (``rtsp://...``,
-                ``/dev/video0``), decoded with PyAV as RGB.
-            color: channel order of iterable frames (decoded video is always RGB).
-            batch: frames per backend call. Defaults to 1.
-            overlay, alpha: see :meth:`postprocess`.
-            every: segment every N-th frame; the frames between reuse the latest mask.
-            queue_size: bound of each inter-stage queue (live sources drop the oldest frame when
-                full).
-
-        Yields:
-            One :class:`SegResult` per frame that was not skipped as corrupt, in order.
-        """
-        from edgeseg.video.pipeline import Pipeline, open_source
-
-        source = open_source(frames, color=color)
-        pipeline = Pipeline(
-            self,
-            batch=batch,
-            render="overlay" if overlay else None,
-            alpha=alpha,
-            every=every,
-            queue_size=queue_size,
-        )
-        for item in pipeline.iterate(source):
-            yield item.result
 
     def describe(self) -> dict[str, Any]:
         """Backend, precision, device, input size and class count, for reports."""

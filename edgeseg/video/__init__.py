@@ -4,7 +4,7 @@ See :class:`~edgeseg.video.pipeline.Pipeline` for the stage layout and its drop/
 policies, and ``edgeseg video --help`` for the command.
 """
 
-from edgeseg.video.pipeline import FrameResult, Pipeline, StreamStats
+from edgeseg.video.pipeline import FrameResult, Pipeline, StreamStats, stream
 from edgeseg.video.sinks import VideoWriter
 from edgeseg.video.sources import CorruptFrame, FrameSource, IterableSource, VideoSource, open_source
 
@@ -18,4 +18,5 @@ __all__ = [
     "IterableSource",
     "VideoSource",
     "open_source",
+    "stream",
 ]

@@ -35,7 +35,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ from edgeseg.video.sources import CorruptFrame, FrameSource, open_source
 if TYPE_CHECKING:
     from edgeseg.runtime.segmenter import Segmenter
 
-__all__ = ["Pipeline", "StreamStats", "FrameResult", "open_source", "RENDER_MODES"]
+__all__ = ["Pipeline", "StreamStats", "FrameResult", "open_source", "stream", "RENDER_MODES"]
 
 log = logging.getLogger(__name__)
 
@@ -529,6 +529,45 @@ class Pipeline:
             probs=self._emit_one(r.probs),
             overlay=self._emit_one(r.overlay),
         )
+
+
+def stream(
+    segmenter: Segmenter,
+    frames: Iterable[Any] | str | os.PathLike[str],
+    *,
+    color: str = "rgb",
+    batch: int = 1,
+    overlay: bool = False,
+    alpha: float = 0.5,
+    every: int = 1,
+    queue_size: int = 8,
+) -> Iterator[SegResult]:
+    """Segment a stream with ``segmenter``, pipelined (decode ∥ preprocess ∥ infer ∥ postprocess).
+
+    Args:
+        segmenter: the model.
+        frames: an iterable of HxWx3 uint8 frames, or a video path / URL (``rtsp://...``,
+            ``/dev/video0``), decoded with PyAV as RGB.
+        color: channel order of iterable frames (decoded video is always RGB).
+        batch: frames per backend call. Defaults to 1.
+        overlay, alpha: see :meth:`~edgeseg.runtime.segmenter.Segmenter.postprocess`.
+        every: segment every N-th frame; the frames between reuse the latest mask.
+        queue_size: bound of each inter-stage queue (live sources drop the oldest frame when full).
+
+    Yields:
+        One :class:`SegResult` per frame that was not skipped as corrupt, in order.
+    """
+    source = open_source(frames, color=color)
+    pipeline = Pipeline(
+        segmenter,
+        batch=batch,
+        render="overlay" if overlay else None,
+        alpha=alpha,
+        every=every,
+        queue_size=queue_size,
+    )
+    for item in pipeline.iterate(source):
+        yield item.result
 
 
 def _select(frames: torch.Tensor, mask: list[bool]) -> torch.Tensor:

@@ -1,34 +1,15 @@
-"""A tiny segmentation model and dataset shared by the training tests (CPU, milliseconds per step)."""
+"""A tiny dataset and model card shared by the training tests (CPU, milliseconds per step).
+
+The network is the suite's one :class:`tiny_nets.TinySegNet`, at stride 1 here: the masks are
+random per pixel.
+"""
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torch.utils.data import Dataset
 
 from edgeseg.checkpoint import ModelCard
-
-
-class TinySegNet(nn.Module):
-    """Follows the zoo contract: train mode returns ``{"out", "aux"}``, eval mode a logits Tensor."""
-
-    def __init__(self, num_classes: int = 3, *, bn: bool = True, dropout: float = 0.0) -> None:
-        super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, 8, 3, padding=1, bias=not bn)]
-        if bn:
-            layers.append(nn.BatchNorm2d(8))
-        self.stem = nn.Sequential(*layers, nn.ReLU())
-        self.drop = nn.Dropout2d(dropout)
-        self.head = nn.Conv2d(8, num_classes, 1)
-        self.aux = nn.Conv2d(8, num_classes, 1)
-        self.aux_weights = {"aux": 0.4}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
-        f = self.stem(x)
-        out = self.head(self.drop(f))
-        if self.training:
-            return {"out": out, "aux": self.aux(f)}
-        return out
 
 
 class TinySegSet(Dataset):

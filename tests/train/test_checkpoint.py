@@ -3,6 +3,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from tiny_nets import TinySegNet
 
 from edgeseg.checkpoint import load_card
 from edgeseg.errors import EdgesegError
@@ -11,7 +12,7 @@ from edgeseg.train.config import TrainConfig
 from edgeseg.train.rng import get_rng_state, set_rng_state
 from edgeseg.train.schedule import PolyLR
 
-from ._tiny import TinySegNet, tiny_card
+from ._tiny import tiny_card
 
 
 def _state(model: torch.nn.Module) -> dict:
@@ -29,7 +30,7 @@ def _state(model: torch.nn.Module) -> dict:
 
 
 def test_round_trip_loads_with_weights_only(tmp_path):
-    model = TinySegNet()
+    model = TinySegNet(stride=1)
     state = _state(model)
     path = tmp_path / "last.pt"
     save_checkpoint(path, state)
@@ -54,7 +55,7 @@ def test_rng_state_round_trip_replays_every_generator():
 
 
 def test_interrupted_save_keeps_previous_file_and_leaves_no_partial(tmp_path, monkeypatch):
-    model = TinySegNet()
+    model = TinySegNet(stride=1)
     path = tmp_path / "last.pt"
     save_checkpoint(path, _state(model))
     before = path.read_bytes()
@@ -65,7 +66,7 @@ def test_interrupted_save_keeps_previous_file_and_leaves_no_partial(tmp_path, mo
 
     monkeypatch.setattr(torch, "save", interrupted_save)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(path, _state(TinySegNet()))
+        save_checkpoint(path, _state(TinySegNet(stride=1)))
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
@@ -84,7 +85,7 @@ def test_bad_files_are_user_errors(tmp_path):
 
 
 def test_missing_key_is_a_caller_bug(tmp_path):
-    state = _state(TinySegNet())
+    state = _state(TinySegNet(stride=1))
     del state["rng"]
     with pytest.raises(ValueError, match="rng"):
         save_checkpoint(tmp_path / "x.pt", state)

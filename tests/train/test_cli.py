@@ -7,7 +7,7 @@ import torch
 
 from edgeseg.checkpoint import load_model
 from edgeseg.cli import main
-from edgeseg.cli.train import parse_hw
+from edgeseg.cli._common import parse_hw
 from edgeseg.errors import EdgesegError
 
 TINY = ["-m", "dbmsnet_r18_os16", "--set", "width=0.25", "--set", "aux_loss=true", "--data", "synthetic",

@@ -5,11 +5,12 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tiny_nets import TinySegNet
 
 from edgeseg.train import TrainConfig, fit
 from edgeseg.train.checkpoint import load_checkpoint
 
-from ._tiny import TinySegNet, TinySegSet, tiny_card
+from ._tiny import TinySegSet, tiny_card
 
 
 def _config(out: Path) -> TrainConfig:
@@ -22,7 +23,7 @@ def _model() -> TinySegNet:
     torch.manual_seed(0)
     # No BatchNorm: each process would normalise with its own half-batch statistics, which is a
     # different computation from one process seeing the whole batch.
-    return TinySegNet(bn=False)
+    return TinySegNet(stride=1, bn=False)
 
 
 def _worker(rank: int, world: int, init_file: str, out: str) -> None:

@@ -2,13 +2,14 @@ import json
 
 import pytest
 import torch
+from tiny_nets import TinySegNet
 
 from edgeseg.checkpoint import load_card
 from edgeseg.errors import EdgesegError
 from edgeseg.train import TrainConfig, fit
 from edgeseg.train.checkpoint import load_checkpoint
 
-from ._tiny import TinySegNet, TinySegSet, tiny_card
+from ._tiny import TinySegSet, tiny_card
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def _config(tmp_path, name: str, **kw) -> TrainConfig:
 
 def _model(seed: int) -> TinySegNet:
     torch.manual_seed(seed)
-    return TinySegNet(dropout=0.2)  # dropout + flip: the run consumes the global RNG
+    return TinySegNet(stride=1, dropout=0.2)  # dropout + flip: the run consumes the global RNG
 
 
 def test_resume_reproduces_uninterrupted_run_bitwise(tmp_path, deterministic):
@@ -79,7 +80,7 @@ def test_training_learns_and_writes_best_and_last(tmp_path):
     train, val = TinySegSet(8), TinySegSet(4, seed=1)
     cfg = _config(tmp_path, "run", iters=30, lr=0.1, eval_every=10, checkpoint_every=10, deterministic=False)
     torch.manual_seed(0)
-    result = fit(TinySegNet(), train, cfg, tiny_card(), val_set=val, show_progress=False)
+    result = fit(TinySegNet(stride=1), train, cfg, tiny_card(), val_set=val, show_progress=False)
     # Colour -> class is easy (80-84 mIoU whatever the initial weights); chance is about 20.
     assert result.metrics["miou"] > 70.0
     assert result.best_miou >= result.metrics["miou"]
@@ -97,18 +98,19 @@ def test_training_learns_and_writes_best_and_last(tmp_path):
 
 def test_resume_refuses_a_changed_schedule(tmp_path):
     cfg = _config(tmp_path, "run", iters=2, deterministic=False)
-    fit(TinySegNet(), TinySegSet(4), cfg, tiny_card(), show_progress=False)
+    fit(TinySegNet(stride=1), TinySegSet(4), cfg, tiny_card(), show_progress=False)
     with pytest.raises(EdgesegError, match="lr"):
-        fit(TinySegNet(), TinySegSet(4), _config(tmp_path, "run", iters=2, lr=0.5, deterministic=False),
-            tiny_card(), resume=True, show_progress=False)
+        fit(TinySegNet(stride=1), TinySegSet(4),
+            _config(tmp_path, "run", iters=2, lr=0.5, deterministic=False), tiny_card(), resume=True,
+            show_progress=False)
 
 
 def test_bad_settings_are_user_errors(tmp_path):
     with pytest.raises(EdgesegError, match="fewer than one batch"):
-        fit(TinySegNet(), TinySegSet(3), _config(tmp_path, "a", batch_size=4), tiny_card(),
+        fit(TinySegNet(stride=1), TinySegSet(3), _config(tmp_path, "a", batch_size=4), tiny_card(),
             show_progress=False)
     with pytest.raises(EdgesegError, match="CUDA"):
-        fit(TinySegNet(), TinySegSet(4), _config(tmp_path, "b", amp="bf16"), tiny_card(),
+        fit(TinySegNet(stride=1), TinySegSet(4), _config(tmp_path, "b", amp="bf16"), tiny_card(),
             show_progress=False)
     with pytest.raises(EdgesegError, match="lr"):
         TrainConfig(lr=0)

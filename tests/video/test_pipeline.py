@@ -16,7 +16,7 @@ import pytest
 
 from edgeseg import Segmenter
 from edgeseg.errors import EdgesegError
-from edgeseg.video import FrameResult, IterableSource, Pipeline, StreamStats, VideoSource, VideoWriter
+from edgeseg.video import FrameResult, IterableSource, Pipeline, StreamStats, VideoSource, VideoWriter, stream
 from edgeseg.video.pipeline import CPU_HELPER_NICE
 
 Decode = Callable[[Path], tuple[list[np.ndarray], Fraction | None]]
@@ -159,8 +159,8 @@ def test_stage_failure_propagates(seg: Segmenter, clip_frames: list[np.ndarray])
         Pipeline(seg).run(clip_frames, sink=sink)
 
 
-def test_segmenter_stream_over_a_file(seg: Segmenter, clip: Path) -> None:
-    masks = [r.mask for r in seg.stream(clip, batch=4, overlay=True)]
+def test_stream_over_a_file(seg: Segmenter, clip: Path) -> None:
+    masks = [r.mask for r in stream(seg, clip, batch=4, overlay=True)]
     assert len(masks) == 24 and masks[0].shape == (96, 128)
 
 
