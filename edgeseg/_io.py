@@ -1,8 +1,9 @@
 """Atomic file writes, hashing and small I/O helpers shared by every stage.
 
-Every artifact edgeseg writes goes through :func:`atomic_write`: the bytes land in a temporary
-file in the destination folder and are renamed over the target only when complete, so an
-interrupted run never leaves a truncated file that a later stage would trust.
+Every artifact edgeseg writes goes through :func:`atomic_write` (JSON through :func:`write_json`,
+``torch.save`` through :func:`save_torch`): the bytes land in a temporary file in the destination
+folder, are fsynced, and are renamed over the target only when complete, so an interrupted run
+or a full disk never leaves a truncated file that a later stage would trust.
 """
 
 from __future__ import annotations
@@ -10,29 +11,39 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "write_json", "read_json", "sha256_file", "sha256_bytes"]
+from edgeseg.errors import EdgesegError
+
+__all__ = ["atomic_write", "save_torch", "write_json", "read_json", "sha256_file", "sha256_bytes"]
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; rename it over ``path`` on success.
+    """Open a temporary file beside ``path``; fsync it and rename it over ``path`` on success.
 
     Args:
         path: final destination. Its parent folder is created if missing.
         mode: ``"wb"`` (default) or ``"w"`` for text.
 
     Yields:
-        The open temporary file. On an exception it is deleted and ``path`` is untouched.
+        The open temporary file. On any exception it is deleted and ``path`` is untouched.
+
+    Raises:
+        EdgesegError: creating, writing, syncing or renaming the file failed (a full disk, a
+            read-only folder...): one line naming ``path`` and the OS's reason.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise _write_error(path, e) from None
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -42,10 +53,28 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
             # (a Triton/DeepStream server often runs as another user and must read it).
             os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as e:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        # A failed write, flush, fsync or rename names no file or the temp file. An OSError naming
+        # another file came from the caller's own code in the with-block (opening its input): it
+        # is the caller's to report.
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            raise _write_error(path, e) from None
         raise
+
+
+def _write_error(path: Path, e: OSError) -> EdgesegError:
+    reason = e.strerror or str(e) or type(e).__name__
+    return EdgesegError(f"{path}: could not write it ({reason}); any earlier version is left as it was")
+
+
+def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
+    """``torch.save`` a checkpoint or bundle atomically (see :func:`atomic_write`)."""
+    import torch
+
+    with atomic_write(path) as f:
+        torch.save(obj, f)
 
 
 def _umask() -> int:
@@ -58,32 +87,46 @@ def _umask() -> int:
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented, strict JSON, atomically.
+
+    JSON has no NaN or infinity (``NaN``/``-Infinity`` tokens break strict parsers), so every
+    non-finite float is written as ``null``, the value edgeseg's reports already use for "not
+    a number" (e.g. the IoU of a class absent from both masks). NumPy scalars and arrays become
+    numbers and lists, paths become strings.
+    """
+    text = json.dumps(_plain_json(obj), indent=2, allow_nan=False)
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; a missing or corrupt file raises :class:`EdgesegError` naming it."""
-    from edgeseg.errors import EdgesegError
-
+    """Read a JSON file; a missing, unreadable or corrupt file raises :class:`EdgesegError` naming it."""
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise EdgesegError(f"{path}: file not found") from None
+    except OSError as e:
+        raise EdgesegError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise EdgesegError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as e:
         raise EdgesegError(f"{path}: not valid JSON ({e})") from None
 
 
-def _json_default(obj: Any) -> Any:
-    # numpy scalars / arrays and Paths show up in reports; turn them into plain JSON values.
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
+def _plain_json(obj: Any) -> Any:
+    """``obj`` with non-finite floats as None, NumPy values as Python ones and paths as strings."""
+    if isinstance(obj, float):  # also numpy.float64, a float subclass
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_json(v) for v in obj]
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
+        return _plain_json(obj.tolist())
+    return obj
 
 
 def sha256_bytes(data: bytes) -> str:
