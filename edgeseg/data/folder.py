@@ -20,11 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg.data._base import IGNORE_INDEX, FileSegmentationDataset, Transform, bit_palette, read_label_file
+from edgeseg.data.images import find_images
 from edgeseg.errors import EdgesegError
 
-__all__ = ["FolderDataset", "read_classes_file", "IMAGE_SUFFIXES"]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+__all__ = ["FolderDataset", "read_classes_file"]
 
 
 def read_classes_file(path: Path) -> tuple[list[str], list[list[int]] | None]:
@@ -60,7 +59,7 @@ def _pairs(image_dir: Path, mask_dir: Path, stems: list[str] | None) -> list[tup
     for d in (image_dir, mask_dir):
         if not d.is_dir():
             raise EdgesegError(f"{d}: folder not found")
-    images = {p.stem: p for p in sorted(image_dir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = {p.stem: p for p in find_images(image_dir)}
     wanted = sorted(images) if stems is None else stems
     pairs = []
     for stem in wanted:

@@ -2,8 +2,10 @@
 
 ``--calib-data`` accepts three kinds of source:
 
-* a folder of images (``.png``/``.jpg``/...; an ``images/`` subfolder is used when present, as in
-  the ``folder`` dataset layout);
+* a folder of images (:data:`edgeseg.data.images.IMAGE_SUFFIXES`; an ``images/`` subfolder is
+  used when present, as in the ``folder`` dataset layout), decoded by
+  :func:`edgeseg.data.images.read_image` (16-bit files scaled, 0..1 float files scaled, other
+  floats refused);
 * a dataset spec ``KIND:ROOT[:split]`` read with :func:`edgeseg.data.load_dataset`;
 * a manifest: a YAML file, or the name of one shipped with the package
   (``demo`` → ``edgeseg/assets/calibration/demo.yaml``); see ``docs/calibration.md`` for its fields.
@@ -35,10 +37,11 @@ __all__ = [
     "load_validation_set",
     "resolve_manifest",
     "CALIBRATION_DIR",
-    "IMAGE_SUFFIXES",
+    "DEFAULT_CALIB_SIZE",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
+#: Calibration images taken when neither the caller nor the manifest gives a size.
+DEFAULT_CALIB_SIZE = 32
 _MANIFEST_SUFFIXES = (".yaml", ".yml")
 
 # Called after each image is loaded: (done, total).
@@ -102,7 +105,12 @@ class Manifest:
 
 
 def resolve_manifest(spec: str) -> Manifest | None:
-    """Return the manifest ``spec`` names (a YAML path or a name in ``calibration/``), else None."""
+    """Return the manifest ``spec`` names (a YAML path or a name in ``calibration/``), else None.
+
+    Raises:
+        EdgesegError: the manifest cannot be read, or a field has the wrong type or range (one line
+            naming the file and the field).
+    """
     import yaml
 
     path = Path(spec)
@@ -114,28 +122,79 @@ def resolve_manifest(spec: str) -> Manifest | None:
     if not path.is_file():
         raise EdgesegError(f"{path}: calibration manifest not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise EdgesegError(f"{path}: unreadable calibration manifest ({e})") from None
     except yaml.YAMLError as e:
         raise EdgesegError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise EdgesegError(f"{path}: a calibration manifest must be a mapping of fields")
-    known = {"data", "files", "size", "seed", "val_data", "val_size", "description"}
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(str(k) for k in raw if k not in _MANIFEST_FIELDS)
     if unknown:
-        raise EdgesegError(f"{path}: unknown manifest fields {unknown} (known: {sorted(known)})")
-    if bool(raw.get("data")) == bool(raw.get("files")):
+        raise EdgesegError(f"{path}: unknown manifest fields {unknown} (known: {sorted(_MANIFEST_FIELDS)})")
+    fields = {name: check(path, name, raw.get(name)) for name, check in _MANIFEST_FIELDS.items()}
+    if bool(fields["data"]) == bool(fields["files"]):
         raise EdgesegError(f"{path}: give exactly one of 'data' (a folder or KIND:ROOT[:split]) or 'files'")
     base = path.parent
     return Manifest(
         path=path,
-        data=_relative_spec(raw["data"], base) if raw.get("data") else None,
-        files=[str(base / f) for f in raw.get("files") or []],
-        size=raw.get("size"),
-        seed=int(raw.get("seed", 0)),
-        val_data=_relative_spec(raw["val_data"], base) if raw.get("val_data") else None,
-        val_size=raw.get("val_size"),
-        description=str(raw.get("description", "")),
+        data=_relative_spec(fields["data"], base) if fields["data"] else None,
+        files=[str(base / f) for f in fields["files"]],
+        size=fields["size"],
+        seed=fields["seed"],
+        val_data=_relative_spec(fields["val_data"], base) if fields["val_data"] else None,
+        val_size=fields["val_size"],
+        description=fields["description"],
     )
+
+
+def _field_error(path: Path, name: str, expected: str, value: Any) -> EdgesegError:
+    return EdgesegError(f"{path}: manifest field '{name}' must be {expected}, got {value!r}")
+
+
+def _count(minimum: int) -> Callable[[Path, str, Any], int | None]:
+    """Checker of an optional integer field >= ``minimum`` (YAML booleans are not integers)."""
+    def check(path: Path, name: str, value: Any) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _field_error(path, name, f"an integer >= {minimum}", value)
+        return value
+    return check
+
+
+def _text(path: Path, name: str, value: Any) -> str:
+    """An optional string field ('' when absent); numbers are refused, not stringified."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _field_error(path, name, "a string", value)
+    return value
+
+
+def _file_list(path: Path, name: str, value: Any) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(f, str) and f for f in value):
+        raise _field_error(path, name, "a list of image paths", value)
+    return value
+
+
+def _seed(path: Path, name: str, value: Any) -> int:
+    checked = _count(0)(path, name, value)
+    return 0 if checked is None else checked
+
+
+# field -> checker(manifest path, field name, raw YAML value) -> checked value
+_MANIFEST_FIELDS: dict[str, Callable[[Path, str, Any], Any]] = {
+    "data": _text,
+    "files": _file_list,
+    "size": _count(1),
+    "seed": _seed,
+    "val_data": _text,
+    "val_size": _count(1),
+    "description": _text,
+}
 
 
 def _relative_spec(spec: str, base: Path) -> str:
@@ -150,60 +209,37 @@ def _relative_spec(spec: str, base: Path) -> str:
     return f"{kind}:{root}{sep}{split}"
 
 
-def _sample(n: int, size: int | None, seed: int) -> list[int]:
+def _sample(n: int, size: int, seed: int) -> list[int]:
     """``size`` distinct indices out of ``n``, seeded and in ascending order (all when size >= n)."""
-    if size is None or size >= n:
-        return list(range(n))
     if size < 1:
         raise EdgesegError(f"calibration size must be >= 1, got {size}")
+    if size >= n:
+        return list(range(n))
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(n, size=size, replace=False))
 
 
-def _image_files(folder: Path) -> list[Path]:
-    root = folder / "images" if (folder / "images").is_dir() else folder
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    files = [p for p in entries if p.is_file()]
-    if not files:
-        raise EdgesegError(f"{root}: calibration folder has no images")
-    for p in files:
-        if p.suffix.lower() not in IMAGE_SUFFIXES:
-            raise EdgesegError(f"{p}: not an image file (calibration folders may only hold images: "
-                               f"{', '.join(IMAGE_SUFFIXES)})")
-    return files
-
-
 def _preprocess_files(files: Sequence[str | os.PathLike[str]], transform: Any,
                       progress: Progress | None) -> np.ndarray:
-    import torch
-
-    from edgeseg.data._base import read_image
+    from edgeseg.data.images import preprocess_image
 
     out = []
     for i, path in enumerate(files):
-        pixels = read_image(path)  # EdgesegError naming the file when unreadable
-        image = torch.tensor(pixels).permute(2, 0, 1).float().div_(255.0)  # copy: the array is read-only
-        # EvalTransform works on (image, mask) pairs; a placeholder mask rides along unused.
-        dummy = torch.zeros(image.shape[-2:], dtype=torch.int64)
-        out.append(transform(image, dummy)[0].numpy())
+        out.append(preprocess_image(path, transform).numpy())  # EdgesegError naming a bad file
         if progress:
             progress(i + 1, len(files))
     return np.stack(out).astype(np.float32, copy=False)
 
 
-def _from_dataset(spec: str, transform: Any, size: int | None, seed: int | None,
-                  progress: Progress | None) -> CalibrationSet:
-    """Load ``size`` samples of a dataset: a seeded sample, or the first ones when ``seed`` is None."""
+def _from_dataset(spec: str, transform: Any, size: int | None, progress: Progress | None) -> CalibrationSet:
+    """The first ``size`` samples of a dataset (all when None): the guard and validate score these."""
     from edgeseg.data import load_dataset, parse_spec
 
     kind, root, split = parse_spec(spec)
     dataset = load_dataset(kind, root, split, transform=transform)
     if len(dataset) == 0:
         raise EdgesegError(f"{spec}: dataset split is empty")
-    if seed is None:
-        indices = list(range(min(size or len(dataset), len(dataset))))
-    else:
-        indices = _sample(len(dataset), size, seed)
+    indices = list(range(min(size or len(dataset), len(dataset))))
     images, masks = [], []
     for n, i in enumerate(indices):
         image, mask = dataset[i]
@@ -214,8 +250,7 @@ def _from_dataset(spec: str, transform: Any, size: int | None, seed: int | None,
     return CalibrationSet(
         images=np.stack(images).astype(np.float32, copy=False),
         masks=np.stack(masks).astype(np.int64, copy=False),
-        source=f"{spec} ({len(indices)} of {len(dataset)}, "
-               + (f"seed {seed})" if seed is not None else "the first ones)"),
+        source=f"{spec} ({len(indices)} of {len(dataset)}, the first ones)",
         items=[f"{spec}[{i}]" for i in indices],
         num_classes=dataset.num_classes,
     )
@@ -227,7 +262,7 @@ def load_calibration_set(
     input_size: tuple[int, int],
     mean: Sequence[float],
     std: Sequence[float],
-    size: int | None = 32,
+    size: int | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
 ) -> CalibrationSet:
@@ -238,8 +273,8 @@ def load_calibration_set(
         input_size: model input ``(H, W)``.
         mean: normalisation mean (0..1 RGB), from the model card.
         std: normalisation std (0..1 RGB), from the model card.
-        size: number of images to sample; None takes all. Defaults to 32 (or the manifest's
-            ``size`` when this is None and a manifest gives one).
+        size: number of images to sample (all of them when the source has fewer). Defaults to
+            the manifest's ``size``, else :data:`DEFAULT_CALIB_SIZE` (32).
         seed: sampling seed. Defaults to the manifest's seed, else 0.
         progress: called as ``progress(done, total)`` after each image.
 
@@ -255,7 +290,9 @@ def load_calibration_set(
     manifest = resolve_manifest(spec)
     if manifest is not None:
         seed = manifest.seed if seed is None else seed
-        size = size if size is not None else manifest.size
+        size = manifest.size if size is None else size
+    size = DEFAULT_CALIB_SIZE if size is None else size
+    if manifest is not None:
         if manifest.files:
             missing = [f for f in manifest.files if not Path(f).is_file()]
             if missing:
@@ -267,13 +304,15 @@ def load_calibration_set(
     seed = 0 if seed is None else seed
     path = Path(spec)
     if path.is_dir():
-        files = _image_files(path)
+        from edgeseg.data.images import find_images
+
+        files = find_images(path, strict=True)
         picked = [files[i] for i in _sample(len(files), size, seed)]
         return CalibrationSet(images=_preprocess_files(picked, transform, progress),
                               source=f"{path} ({len(picked)} of {len(files)} images, seed {seed})",
                               items=[str(p) for p in picked])
     if ":" in spec and not path.exists():
-        return _from_dataset(spec, transform, size, None, progress)
+        return _from_dataset(spec, transform, size, progress)
     if path.is_file():
         raise EdgesegError(f"{path}: --calib-data must be a folder of images, a manifest (.yaml) "
                            "or a dataset spec KIND:ROOT[:split]")
@@ -316,4 +355,4 @@ def load_validation_set(
         raise EdgesegError(f"--val-data {spec!r}: validation needs labels; give a dataset spec "
                            "KIND:ROOT[:split] (e.g. folder:PATH for images/ + masks/)")
     transform = EvalTransform(tuple(input_size), mean=tuple(mean), std=tuple(std))
-    return _from_dataset(spec, transform, size, None, progress)
+    return _from_dataset(spec, transform, size, progress)

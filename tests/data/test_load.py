@@ -47,5 +47,5 @@ def test_seeded_dataset_augments_reproducibly_per_epoch():
     assert torch.equal(x0, x1) and torch.equal(y0, y1)
     a.set_epoch(1)
     assert not torch.equal(a[1][0], x0)
-    with pytest.raises(IndexError):
+    with pytest.raises(IndexError, match="index 4 out of range for a dataset of 4 samples"):
         a[4]

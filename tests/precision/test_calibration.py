@@ -11,7 +11,12 @@ from PIL import Image
 
 from edgeseg.data.transforms import EvalTransform
 from edgeseg.errors import EdgesegError
-from edgeseg.precision.calibration import CALIBRATION_DIR, load_calibration_set, load_validation_set
+from edgeseg.precision.calibration import (
+    CALIBRATION_DIR,
+    DEFAULT_CALIB_SIZE,
+    load_calibration_set,
+    load_validation_set,
+)
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
 
@@ -94,3 +99,51 @@ def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
         _load(tmp_path / "bad.yaml")
     with pytest.raises(EdgesegError, match="needs labels"):
         load_validation_set(str(tmp_path / "mixed"), input_size=(16, 16), mean=MEAN, std=STD)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("data: set\nseed: abc\n", r"m\.yaml: manifest field 'seed' must be an integer >= 0, got 'abc'"),
+        ("data: set\nval_size: -3\n", r"m\.yaml: manifest field 'val_size' must be an integer >= 1, got -3"),
+        ("data: set\nsize: 0\n", r"manifest field 'size' must be an integer >= 1, got 0"),
+        ("data: set\nsize: true\n", r"manifest field 'size' must be an integer >= 1, got True"),
+        ("data: set\nsize: 2.5\n", r"manifest field 'size' must be an integer >= 1, got 2\.5"),
+        ("data: 7\n", r"manifest field 'data' must be a string, got 7"),
+        ("files: a.png\n", r"manifest field 'files' must be a list of image paths, got 'a\.png'"),
+        ("files: [a.png, 3]\n", r"manifest field 'files' must be a list of image paths"),
+        ("data: set\ndescription: [x]\n", r"manifest field 'description' must be a string"),
+        ("data: set\nval_data: {a: 1}\n", r"manifest field 'val_data' must be a string"),
+        ("data: set\n1: x\n", r"unknown manifest fields \['1'\]"),
+        ("- data\n", "must be a mapping"),
+        ("data: [unclosed\n", "not valid YAML"),
+        ("size: 3\n", "exactly one of 'data'"),
+    ],
+)
+def test_manifest_fields_are_type_and_range_checked(tmp_path: Path, text: str, match: str) -> None:
+    _write_images(tmp_path / "set", 2)
+    (tmp_path / "m.yaml").write_text(text)
+    with pytest.raises(EdgesegError, match=match):
+        _load(tmp_path / "m.yaml")
+
+
+def test_manifest_size_is_the_default_calib_size(tmp_path: Path) -> None:
+    _write_images(tmp_path / "set", 40)
+    (tmp_path / "m.yaml").write_text("data: set\nsize: 5\n")
+    assert len(_load(tmp_path / "m.yaml")) == 5  # no size given: the manifest's
+    assert len(_load(tmp_path / "m.yaml", size=3)) == 3  # an explicit size wins
+    (tmp_path / "n.yaml").write_text("data: set\n")
+    assert len(_load(tmp_path / "n.yaml")) == DEFAULT_CALIB_SIZE == 32
+    assert len(_load(tmp_path / "set")) == 32
+    with pytest.raises(EdgesegError, match="calibration size must be >= 1, got 0"):
+        _load(tmp_path / "set", size=0)
+
+
+def test_16bit_calibration_images_are_scaled_like_8bit_ones(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    gray8 = rng.integers(0, 256, (20, 30), dtype=np.uint8)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.fromarray(gray8).save(tmp_path / "a" / "x.png")
+    Image.fromarray(gray8.astype(np.uint16) * 257).save(tmp_path / "b" / "x.png")  # same picture, 16-bit
+    np.testing.assert_array_equal(_load(tmp_path / "a").images, _load(tmp_path / "b").images)
