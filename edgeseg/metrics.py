@@ -42,6 +42,7 @@ __all__ = [
     "pixel_agreement",
     "miou_delta",
     "logit_error",
+    "to_labels",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -205,6 +206,25 @@ class ConfusionMatrix:
         )
 
 
+def to_labels(output: ArrayLike, num_classes: int | None = None, what: str = "output") -> torch.Tensor:
+    """Class ids of a model output: argmax over dim 1 of float logits, integer labels as they are.
+
+    Args:
+        output: logits ``(N, K, H, W)`` float, or class ids ``(N, H, W)`` int (``--output argmax``).
+        num_classes: when given, logits must have exactly this many channels.
+        what: how the error message names the output.
+
+    Returns:
+        int64 ``(N, H, W)`` on the CPU.
+    """
+    t = _as_tensor(output)
+    if not t.is_floating_point():
+        return t.to(torch.int64)
+    if t.ndim != 4 or (num_classes is not None and t.shape[1] != num_classes):
+        raise EdgesegError(f"{what}: logits must be (N, {num_classes or 'K'}, H, W), got {tuple(t.shape)}")
+    return t.argmax(1)
+
+
 def pixel_agreement(pred_a: ArrayLike, pred_b: ArrayLike) -> float:
     """Percentage of pixels where two argmax maps give the same class.
 
@@ -310,16 +330,6 @@ class Agreement:
         self._has_target = False
         self._labels_only = False
 
-    def _labels(self, x: ArrayLike, what: str) -> torch.Tensor:
-        t = _as_tensor(x)
-        if t.is_floating_point():
-            if t.ndim != 4 or t.shape[1] != self.num_classes:
-                raise EdgesegError(
-                    f"{what}: logits must be (N, {self.num_classes}, H, W), got {tuple(t.shape)}"
-                )
-            return t.argmax(1)
-        return t.to(torch.int64)
-
     def update(self, out_a: ArrayLike, out_b: ArrayLike, target: ArrayLike | None = None) -> None:
         """Add one batch.
 
@@ -336,7 +346,8 @@ class Agreement:
             self._num_logits += a.numel()
         else:
             self._labels_only = True
-        la, lb = self._labels(a, "reference output"), self._labels(b, "compared output")
+        la = to_labels(a, self.num_classes, "reference output")
+        lb = to_labels(b, self.num_classes, "compared output")
         if la.shape != lb.shape:
             raise EdgesegError(f"label maps differ in shape: {tuple(la.shape)} vs {tuple(lb.shape)}")
         self._agree += int((la == lb).sum())

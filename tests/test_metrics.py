@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from edgeseg.errors import EdgesegError
-from edgeseg.metrics import Agreement, ConfusionMatrix, logit_error, miou_delta, pixel_agreement
+from edgeseg.metrics import Agreement, ConfusionMatrix, logit_error, miou_delta, pixel_agreement, to_labels
 
 # Hand-worked example, K = 3. Valid (target, pred) pairs: (0,0) (0,1) (1,1) (1,1) (2,0); the 255 pixel
 # is ignored. Matrix (rows target): [[1,1,0],[0,2,0],[1,0,0]].
@@ -101,7 +101,7 @@ def test_bad_inputs_raise(pred, target, match):
 
 
 def test_merge_refuses_other_class_count():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="cannot merge a 4-class matrix"):
         ConfusionMatrix(3).merge(ConfusionMatrix(4))
 
 
@@ -148,3 +148,12 @@ def test_agreement_with_label_outputs_has_no_logit_error():
     # B scored against A: class 0 IoU 1/2, class 1 IoU 0.
     assert r.agreement_miou == pytest.approx(25.0)
     assert r.to_dict()["max_abs_error"] is None
+
+
+def test_to_labels_argmaxes_logits_and_keeps_label_maps():
+    logits = torch.tensor([[[[0.0, 2.0]], [[1.0, 1.0]]]])  # (1, 2, 1, 2): classes 1, 0
+    assert to_labels(logits).tolist() == [[[1, 0]]]
+    labels = to_labels(np.array([[[3, 1]]], np.int32))
+    assert labels.dtype == torch.int64 and labels.tolist() == [[[3, 1]]]
+    with pytest.raises(EdgesegError, match=r"ref: logits must be \(N, 3, H, W\), got \(1, 2, 1, 2\)"):
+        to_labels(logits, 3, "ref")

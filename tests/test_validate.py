@@ -29,6 +29,7 @@ DATA = "synthetic::val"
 # flip the argmax: tests that are not about the FP16 gate use a looser FP16 threshold than the
 # default 99.9 % (meant for trained models at full resolution).
 LOOSE = Tolerances().with_overrides(fp16=99.0)
+BUILD_FORMAT = "edgeseg.build/1"  # the build.json format the build stage writes
 
 
 class ValidateTinyNet(nn.Module):
@@ -71,7 +72,7 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       input_names=["images"], output_names=["logits"], external_data=False, verbose=False)
     fp16 = float16.convert_float_to_float16(onnx.load(root / "model.onnx"), keep_io_types=True)
     onnx.save(fp16, root / "model.fp16.onnx")
-    write_json(root / "build.json", {"stages": ["export", "precision"],
+    write_json(root / "build.json", {"format": BUILD_FORMAT,
                                      "options": {"checkpoint": "model.pt", "precision": "fp16"}})
     return root
 
@@ -222,7 +223,7 @@ def test_input_errors(build_dir: Path, tmp_path: Path) -> None:
         validate(root, data=DATA, images=tmp_path, progress=False)
     with pytest.raises(EdgesegError, match="7 classes"):
         validate(root, data="synthetic::val", checkpoint=_other_bundle(tmp_path), progress=False)
-    write_json(root / "build.json", {"options": {}})
+    write_json(root / "build.json", {"format": BUILD_FORMAT, "options": {}})
     with pytest.raises(EdgesegError, match="--checkpoint"):
         validate(root, data=DATA, progress=False)
     with pytest.raises(EdgesegError, match="--tol-int8"):

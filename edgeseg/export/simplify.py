@@ -13,7 +13,7 @@ from typing import Any
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.export.onnx_export import carry_metadata, check_and_infer, load_onnx, op_histogram, save_onnx
 
-__all__ = ["SimplifyResult", "simplify_onnx", "CHECK_TOLERANCE"]
+__all__ = ["SimplifyResult", "simplify_onnx"]
 
 
 @dataclass
@@ -39,15 +39,16 @@ class SimplifyResult:
     output_check: str = "passed"
 
 
-#: Largest allowed |simplified − original| output difference, relative to max(1, max |original|);
-#: class-map outputs may differ in at most 0.1 % of pixels.
-CHECK_TOLERANCE = 1e-4
-
-
 def _check_equal(original: Any, simplified: Any, shape: list[int], *, label: str) -> None:
-    """Run both graphs on one seeded random input; raise if their outputs differ."""
+    """Run both graphs on one seeded random input; raise unless every output matches.
+
+    Outputs match as :func:`edgeseg.compare.match_outputs` decides: float outputs within
+    :data:`~edgeseg.compare.OUTPUT_RTOL` of their magnitude, class maps with at most
+    :data:`~edgeseg.compare.LABEL_MISMATCH` of pixels flipped.
+    """
     import numpy as np
 
+    from edgeseg.compare import match_outputs
     from edgeseg.runners.onnxrt import OnnxrtRunner
 
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -59,14 +60,10 @@ def _check_equal(original: Any, simplified: Any, shape: list[int], *, label: str
     for a, b in zip(*outputs, strict=True):
         if a.shape != b.shape:
             raise EdgesegError(f"{label}: simplification changed an output shape {a.shape} → {b.shape}")
-        if a.dtype.kind in "iu":  # class maps (--output argmax): a near-tie may flip a rare pixel
-            error, bound = float(np.mean(a != b)), 1e-3
-        else:
-            error = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
-            bound = CHECK_TOLERANCE * max(1.0, float(np.abs(a).max()) if a.size else 1.0)
-        if error > bound:
+        match = match_outputs(a, b)
+        if not match:
             raise EdgesegError(f"{label}: the simplified graph's output differs from the original's "
-                               f"(max |diff| {error:.3g} > {bound:.3g}); onnxsim changed the model")
+                               f"({match}); onnxsim changed the model")
 
 
 def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
@@ -84,7 +81,8 @@ def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
 
     Raises:
         EdgesegError: the input is not an ONNX model, or the simplified graph's output differs
-            from the original's by more than :data:`CHECK_TOLERANCE` (relative to its magnitude).
+            from the original's by more than :data:`edgeseg.compare.OUTPUT_RTOL` (relative to its
+            magnitude).
     """
     import onnxsim
 

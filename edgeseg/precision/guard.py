@@ -76,39 +76,12 @@ class Evaluation:
                 "images": self.images}
 
 
-def _predict(onnx_path: str | os.PathLike[str], images: np.ndarray, progress: Progress | None) -> np.ndarray:
-    """Class map of every image from an ONNX graph (``logits`` → argmax, or ``labels`` as is)."""
-    from edgeseg.export.onnx_export import INPUT_NAME
-    from edgeseg.runners.onnxrt import OnnxrtRunner
-
-    preds = []
-    with OnnxrtRunner(onnx_path, graph_optimization="disabled") as runner:
-        dim = runner.get_input_metadata()[0].shape[0]
-        batch = dim if isinstance(dim, int) else 1
-        steps = len(images) // batch
-        for step in range(steps):
-            out = next(iter(runner.infer({INPUT_NAME: images[step * batch:(step + 1) * batch]}).values()))
-            preds.append(out if out.ndim == 3 else out.argmax(axis=1))
-            if progress:
-                progress(step + 1, steps)
-    if not preds:
-        raise EdgesegError(f"{onnx_path}: needs at least {batch} validation images (its batch), "
-                           f"got {len(images)}")
-    return np.concatenate(preds).astype(np.int64)
-
-
-def _miou(pred: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int) -> float:
-    from edgeseg.metrics import ConfusionMatrix
-
-    cm = ConfusionMatrix(num_classes, ignore_index=ignore_index)
-    cm.update(pred, target)
-    return float(cm.compute().miou)
-
-
 class ReferenceEvaluator:
     """Scores deployed graphs against the PyTorch FP32 model on one labelled validation set.
 
-    The reference predictions are computed once; each :meth:`evaluate` runs only the graph.
+    The reference predictions are computed once; each :meth:`evaluate` runs only the graph
+    (ONNX Runtime, graph optimizations disabled) and compares the two with
+    :func:`edgeseg.compare.compare_outputs`, the comparator ``edgeseg validate`` uses.
 
     Args:
         images: float32 ``(N, 3, H, W)`` preprocessed validation images.
@@ -128,30 +101,26 @@ class ReferenceEvaluator:
                    ignore_index: int = 255, batch_size: int = 8,
                    progress: Progress | None = None) -> ReferenceEvaluator:
         """Run the FP32 PyTorch ``model`` once over the validation images."""
+        from edgeseg.compare import infer
+        from edgeseg.metrics import to_labels
         from edgeseg.runners.torch import TorchRunner
 
-        preds = []
         with TorchRunner(model) as runner:
-            for start in range(0, len(images), batch_size):
-                logits = runner.infer({"images": images[start:start + batch_size]})["logits"]
-                preds.append(logits.argmax(axis=1))
-                if progress:
-                    progress(min(start + batch_size, len(images)), len(images))
-        return cls(images, masks, np.concatenate(preds).astype(np.int64), num_classes, ignore_index)
+            logits = infer(runner, images, batch_size=batch_size, progress=progress)
+        return cls(images, masks, to_labels(logits).numpy(), num_classes, ignore_index)
 
     def evaluate(self, onnx_path: str | os.PathLike[str], progress: Progress | None = None) -> Evaluation:
         """mIoU and pixel agreement of the graph at ``onnx_path`` against the reference."""
-        from edgeseg.metrics import pixel_agreement
+        from edgeseg.compare import compare_outputs, infer
+        from edgeseg.runners.onnxrt import OnnxrtRunner
 
-        pred = _predict(onnx_path, self.images, progress)
-        n = len(pred)
-        target, reference = self.masks[:n], self.reference[:n]
-        return Evaluation(
-            miou=_miou(pred, target, self.num_classes, self.ignore_index),
-            reference_miou=_miou(reference, target, self.num_classes, self.ignore_index),
-            pixel_agreement=float(pixel_agreement(pred, reference)),
-            images=n,
-        )
+        with OnnxrtRunner(onnx_path, graph_optimization="disabled") as runner:
+            outputs = infer(runner, self.images, progress=progress)
+        m = compare_outputs(self.reference, outputs, num_classes=self.num_classes, targets=self.masks,
+                            ignore_index=self.ignore_index)
+        assert m.reference is not None and m.other is not None  # targets were given
+        return Evaluation(miou=m.other.miou, reference_miou=m.reference.miou,
+                          pixel_agreement=m.pixel_agreement, images=len(outputs))
 
 
 def _bypass_qdq(model: Any, keep: str | None) -> Any:
@@ -179,21 +148,12 @@ def _bypass_qdq(model: Any, keep: str | None) -> Any:
 
 
 def _run_graph(model: Any, images: np.ndarray) -> np.ndarray:
-    """The first output of ``model`` (float64) for each image, fed one at a time.
-
-    A graph with a static batch larger than one gets each image padded with zero images.
-    """
-    from edgeseg.export.onnx_export import INPUT_NAME
+    """The primary output of ``model`` (float64) for every image, graph optimizations disabled."""
+    from edgeseg.compare import infer
     from edgeseg.runners.onnxrt import OnnxrtRunner
 
-    dim = model.graph.input[0].type.tensor_type.shape.dim[0]
-    pad = dim.dim_value - 1 if dim.HasField("dim_value") else 0
-    outs = []
     with OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled", name="sensitivity") as runner:
-        for image in images:
-            feed = np.concatenate([image[None], np.zeros((pad, *image.shape), image.dtype)])
-            outs.append(next(iter(runner.infer({INPUT_NAME: feed}).values()))[:1])
-    return np.concatenate(outs).astype(np.float64)
+        return infer(runner, images).astype(np.float64)
 
 
 def layer_sensitivity(int8_onnx: str | os.PathLike[str], images: np.ndarray,
