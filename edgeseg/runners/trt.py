@@ -1,53 +1,62 @@
 """TensorRT backend: runs a ``model.<precision>.engine`` built by :func:`edgeseg.trt.build_engine`.
 
-Unverified: written against the documented TensorRT 10/11 Python API (name-based I/O:
-``num_io_tensors``, ``get_tensor_name``, ``set_input_shape``, ``set_tensor_address``,
-``execute_async_v3``) and cuda-python's runtime bindings, and type-checked with mypy against
-``tensorrt-stubs``; no machine this project is tested on has TensorRT, so it has never executed.
+Inference is Polygraphy's ``TrtRunner`` (name-based I/O, ``execute_async_v3``, device buffers, output
+allocator, maintained by NVIDIA for each TensorRT release). This class adapts it to edgeseg's runner
+interface and adds what Polygraphy leaves to the caller: the engine is opened through
+:func:`edgeseg.trt.load_engine` (metadata, plugin libraries, DLA core); device inputs are made
+contiguous, 256-byte aligned and ordered after their producer's stream; outputs belong to the caller.
+
+Unverified: no machine this project is tested on has TensorRT, so it has never executed; it is
+type-checked with mypy against ``tensorrt-stubs``.
 """
 
 from __future__ import annotations
 
-import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from polygraphy.backend.trt import TrtRunner as PolygraphyTrtRunner
+from polygraphy.datatype import DataType
 
 from edgeseg.errors import EdgesegError
 from edgeseg.runners.base import BaseRunner, TensorMeta
+from edgeseg.trt.engine import LoadedEngine, load_engine, run_polygraphy
 
-if TYPE_CHECKING:
-    from edgeseg.trt._cuda import DeviceBuffer, Stream
-    from edgeseg.trt.engine import LoadedEngine
-
-__all__ = ["TrtRunner"]
+__all__ = ["TrtRunner", "TENSOR_ALIGNMENT", "tensor_metas"]
 
 #: ``IExecutionContext::setTensorAddress`` needs at least this alignment (NvInferRuntime.h, 10.x and 11.x).
+#: Polygraphy passes device pointers through unchanged.
 TENSOR_ALIGNMENT = 256
 
 
-class TrtRunner(BaseRunner):
-    """Run a TensorRT engine on a CUDA device.
+def tensor_metas(metadata: Mapping[str, Any]) -> list[TensorMeta]:
+    """Polygraphy's ``TensorMetadata`` (name → (DataType, shape with -1 or None for dynamic dims))
+    as edgeseg's :class:`TensorMeta` list."""
+    return [TensorMeta(name, np.dtype(DataType.to_dtype(DataType.from_dtype(dtype), "numpy")),
+                       tuple(None if d is None or int(d) < 0 else int(d) for d in shape))
+            for name, (dtype, shape) in metadata.items()]
 
-    Inputs may be numpy arrays (uploaded through runner-owned device buffers) or any object with
-    ``__cuda_array_interface__`` (PyTorch CUDA tensors, CuPy arrays, pycuda ``GPUArray``), whose
-    device memory is handed to TensorRT directly, with no host copy. TensorRT needs 256-byte aligned
-    tensor addresses; a device input that is not (a view at an offset into another tensor) is first
-    copied on the device into a runner-owned buffer.
+
+class TrtRunner(BaseRunner):
+    """Run a TensorRT engine on the current CUDA device.
+
+    Inputs may be numpy arrays (uploaded by Polygraphy into runner-owned device buffers) or GPU arrays:
+    PyTorch CUDA tensors, or anything with ``__cuda_array_interface__`` (CuPy, pycuda ``GPUArray``),
+    which is wrapped as a PyTorch tensor without a copy (so it needs a CUDA build of PyTorch). Their
+    device memory is handed to TensorRT directly; a strided or unaligned one (``x[1:]``) is first
+    copied on the device. Outputs are numpy arrays when any input was a host array and PyTorch CUDA
+    tensors when all were on the device; either way they are new arrays the caller owns (Polygraphy
+    reuses its output buffers across inferences).
 
     Args:
         engine_path: the engine file; its ``.json`` metadata must sit beside it.
         check_metadata: refuse an engine built for another TensorRT version or GPU (with an
             explanation) instead of letting TensorRT fail. Defaults to True.
-        copy_outputs_to_host: return numpy arrays (True) or :class:`~edgeseg.trt._cuda.DeviceArray`
-            views of device memory (False). Defaults to numpy when any input was a host array and to
-            device views when every input was already on the device. Device views belong to the runner
-            and are overwritten by its next :meth:`infer`; copy them to keep them.
-        plugin_libs: plugin libraries to load. Defaults to those recorded in the metadata.
-        device: CUDA device index. Defaults to 0.
+        plugin_libs: plugin libraries to load (``--plugin-lib``). Defaults to those recorded in the
+            metadata, from the engine's folder.
         name: label for reports. Defaults to ``"tensorrt:<file name>"``.
     """
 
@@ -58,189 +67,86 @@ class TrtRunner(BaseRunner):
         engine_path: str | os.PathLike[str],
         *,
         check_metadata: bool = True,
-        copy_outputs_to_host: bool | None = None,
         plugin_libs: Sequence[str | os.PathLike[str]] = (),
-        device: int = 0,
         name: str | None = None,
     ) -> None:
         self.engine_path = Path(engine_path)
         super().__init__(name or f"tensorrt:{self.engine_path.name}")
         self.check_metadata = check_metadata
-        self.copy_outputs_to_host = copy_outputs_to_host
         self.plugin_libs = tuple(plugin_libs)
-        self.device = device
         self._loaded: LoadedEngine | None = None
-        self._context: Any = None
-        self._stream: Stream | None = None
-        self._buffers: dict[str, DeviceBuffer] = {}
+        self._runner: Any = None
 
     @property
     def metadata(self) -> dict[str, Any]:
         """The engine's metadata (available once active)."""
         return self._engine().metadata
 
+    @property
+    def loaded_plugin_libs(self) -> list[str]:
+        """Resolved paths of the plugin libraries loaded for this engine (available once active)."""
+        return self._engine().plugin_libs
+
     def _engine(self) -> LoadedEngine:
         if self._loaded is None:
             raise EdgesegError(f"runner {self.name} is not active; use it as a context manager")
         return self._loaded
 
-    # --- lifecycle ------------------------------------------------------------------------
     def activate_impl(self) -> None:
-        from edgeseg.trt._cuda import DeviceBuffer, Stream
-        from edgeseg.trt.engine import load_engine
-
-        self._loaded = load_engine(self.engine_path, check_metadata=self.check_metadata,
-                                   plugin_libs=self.plugin_libs, device=self.device)
-        engine = self._loaded.engine
-        self._context = engine.create_execution_context()
-        if self._context is None:
-            raise EdgesegError(f"{self.name}: TensorRT could not create an execution context "
-                               "(out of device memory?)")
-        self._stream = Stream()
-        self._buffers = {engine.get_tensor_name(i): DeviceBuffer() for i in range(engine.num_io_tensors)}
+        loaded = load_engine(self.engine_path, check_metadata=self.check_metadata,
+                             plugin_libs=self.plugin_libs)
+        runner = PolygraphyTrtRunner(loaded.engine, name=self.name)
+        run_polygraphy(f"{self.name}: could not create a TensorRT execution context", runner.activate)
+        self._loaded, self._runner = loaded, runner
 
     def deactivate_impl(self) -> None:
-        for buffer in self._buffers.values():
-            buffer.free()
-        self._buffers = {}
-        if self._stream is not None:
-            self._stream.destroy()
-            self._stream = None
-        # Context before engine before runtime: each depends on the next.
-        self._context = None
+        # Runner (context, buffers, stream) before engine before runtime: each depends on the next.
+        self._runner.deactivate()
+        self._runner = None
         self._loaded = None
 
-    # --- metadata -------------------------------------------------------------------------
-    def _io(self, want_input: bool) -> list[TensorMeta]:
-        import tensorrt as trt
-
-        from edgeseg.trt.builder import dims_to_tuple
-
-        engine = self._engine().engine
-        metas = []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            if (engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT) != want_input:
-                continue
-            shape = tuple(None if d < 0 else d for d in dims_to_tuple(engine.get_tensor_shape(name)))
-            metas.append(TensorMeta(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))), shape))
-        return metas
-
     def get_input_metadata_impl(self) -> list[TensorMeta]:
-        return self._io(want_input=True)
+        return tensor_metas(self._runner.get_input_metadata(use_numpy_dtypes=False))
 
-    def get_output_metadata(self) -> list[TensorMeta]:
-        """Names, dtypes and (possibly dynamic) shapes of the engine's outputs."""
-        self._require_active()
-        return self._io(want_input=False)
-
-    # --- inference ------------------------------------------------------------------------
     def infer_impl(self, feed: dict[str, Any]) -> dict[str, Any]:
-        from edgeseg.trt._cuda import DeviceArray
-        from edgeseg.trt.builder import dims_to_tuple
-
-        context, stream = self._context, self._stream
-        if stream is None:
-            raise EdgesegError(f"runner {self.name} is not active; use it as a context manager")
-        on_device = [hasattr(v, "__cuda_array_interface__") for v in feed.values()]
-        to_host = self.copy_outputs_to_host if self.copy_outputs_to_host is not None else not all(on_device)
-        staged = []  # host arrays whose upload is in flight; kept alive until the stream syncs
-
-        for (name, value), device_resident in zip(feed.items(), on_device, strict=True):
-            if device_resident:
-                interface = value.__cuda_array_interface__
-                ptr = _device_pointer(name, interface, stream)
-                if not is_tensor_aligned(ptr):
-                    # The source stays alive in `feed` until the stream is synchronised below.
-                    ptr = self._copy_on_device(name, ptr, _nbytes(interface), stream)
-            else:
-                host = np.ascontiguousarray(value)
-                staged.append(host)
-                ptr = self._buffers[name].copy_from_host(host, stream)
-            if not context.set_input_shape(name, tuple(value.shape)):
-                raise EdgesegError(f"{self.name}: input '{name}' shape {tuple(value.shape)} is outside the "
-                                   f"engine's optimization profile {self._profile(name)}")
-            self._bind(name, ptr)
-
-        outputs: dict[str, DeviceArray] = {}
-        for meta in self.get_output_metadata():
-            shape = dims_to_tuple(context.get_tensor_shape(meta.name))
-            ptr = self._buffers[meta.name].reserve(output_nbytes(meta.name, shape, meta.dtype))
-            self._bind(meta.name, ptr)
-            outputs[meta.name] = DeviceArray(ptr, shape, meta.dtype)
-
-        if not context.execute_async_v3(stream.handle):
-            raise EdgesegError(f"{self.name}: TensorRT failed to enqueue the inference (see its log above)")
-        stream.synchronize()  # after this the staged host arrays may be released
-        if to_host:
-            return {name: view.to_host() for name, view in outputs.items()}
-        return dict(outputs)
-
-    def _bind(self, name: str, ptr: int) -> None:
-        if not self._context.set_tensor_address(name, ptr):
-            raise EdgesegError(f"{self.name}: TensorRT refused the device address {ptr:#x} of tensor "
-                               f"'{name}' (see its log above)")
-
-    def _copy_on_device(self, name: str, src: int, nbytes: int, stream: Stream) -> int:
-        """Copy ``nbytes`` at ``src`` into the runner's (cudaMalloc'd, so 256-byte aligned) buffer for
-        ``name``, ordered on the runner's stream; returns the buffer's address."""
-        from edgeseg.trt._cuda import cuda_call, cudart
-
-        rt = cudart()
-        dst = self._buffers[name].reserve(nbytes)
-        cuda_call(rt.cudaMemcpyAsync(dst, src, nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
-                                     stream.handle))
-        return dst
-
-    def _profile(self, name: str) -> Any:
-        for entry in self.metadata.get("inputs", []):
-            if entry.get("name") == name:
-                return entry.get("profile", "unknown")
-        return "unknown"
+        on_device = [_is_device_array(v) for v in feed.values()]
+        to_host = not all(on_device)
+        prepared = {name: _device_tensor(v) if dev else np.asarray(v)
+                    for (name, v), dev in zip(feed.items(), on_device, strict=True)}
+        # Inputs were checked by BaseRunner; the copy to host is done below, into new arrays.
+        out = run_polygraphy(f"{self.name}: TensorRT inference failed", lambda: self._runner.infer(
+            prepared, check_inputs=False, copy_outputs_to_host=False))
+        return {name: _owned(value, to_host) for name, value in out.items()}
 
 
-def is_c_contiguous(interface: dict[str, Any]) -> bool:
-    """Whether a ``__cuda_array_interface__`` describes C-contiguous memory (``strides`` None or dense)."""
-    strides = interface.get("strides")
-    if strides is None:
-        return True
-    step = np.dtype(interface["typestr"]).itemsize
-    for dim, stride in zip(reversed(interface["shape"]), reversed(strides), strict=True):
-        # A dim of size 1 may carry any stride: it is never stepped over.
-        if dim != 1 and stride != step:
-            return False
-        step *= dim
-    return True
+def _is_device_array(value: Any) -> bool:
+    # PyTorch first: a tensor that requires grad raises RuntimeError from __cuda_array_interface__.
+    is_cuda = getattr(value, "is_cuda", None)
+    return bool(is_cuda) if is_cuda is not None else hasattr(value, "__cuda_array_interface__")
 
 
-def is_tensor_aligned(ptr: int) -> bool:
-    """Whether a device address meets TensorRT's tensor-address alignment (:data:`TENSOR_ALIGNMENT`)."""
-    return ptr % TENSOR_ALIGNMENT == 0
+def _device_tensor(value: Any) -> Any:
+    """A contiguous, aligned PyTorch CUDA tensor over ``value``'s memory, once its producer is done."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        stream = value.__cuda_array_interface__.get("stream")
+        if stream is not None:
+            # Protocol v3: work pending on the producer's stream must finish before TensorRT reads.
+            torch.cuda.ExternalStream(int(stream)).synchronize()
+        value = torch.as_tensor(value, device="cuda")
+    elif torch.cuda.current_stream(value.device) != torch.cuda.default_stream(value.device):
+        # Polygraphy's stream is ordered after the legacy default stream only; not after others.
+        torch.cuda.current_stream(value.device).synchronize()
+    if not value.is_contiguous() or value.data_ptr() % TENSOR_ALIGNMENT:
+        value = value.clone(memory_format=torch.contiguous_format)  # the caching allocator aligns to 512
+    return value
 
 
-def output_nbytes(name: str, shape: Sequence[int], dtype: np.dtype) -> int:
-    """Bytes of an output of ``shape`` once the input shapes are set.
+def _owned(value: Any, to_host: bool) -> Any:
+    """A copy of one Polygraphy output (a view of its reused buffers) that the caller owns."""
+    import torch
 
-    Raises:
-        EdgesegError: a dimension is still ``-1`` (a data-dependent output shape, which would need an
-            ``IOutputAllocator``; this runner does not provide one).
-    """
-    if any(d < 0 for d in shape):
-        raise EdgesegError(f"output '{name}' has a data-dependent shape {tuple(shape)}; the TensorRT runner "
-                           "needs output shapes that follow from the input shapes")
-    return math.prod(shape) * dtype.itemsize
-
-
-def _nbytes(interface: dict[str, Any]) -> int:
-    return math.prod(interface["shape"]) * np.dtype(interface["typestr"]).itemsize
-
-
-def _device_pointer(name: str, interface: dict[str, Any], stream: Stream) -> int:
-    """Device pointer of a ``__cuda_array_interface__`` producer, after ordering its stream before ours."""
-    if not is_c_contiguous(interface):
-        raise EdgesegError(f"input '{name}' must be C-contiguous on the device (call .contiguous())")
-    producer = interface.get("stream")
-    if producer is not None:
-        # Protocol v3: the producer's pending work on that stream must finish before we read.
-        stream.wait_for(int(producer))
-    return int(interface["data"][0])
+    if isinstance(value, torch.Tensor):
+        return value.cpu().numpy() if to_host else value.clone()
+    return value.numpy()  # a Polygraphy DeviceView (only host inputs): copied into a new numpy array

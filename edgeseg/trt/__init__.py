@@ -1,9 +1,9 @@
-"""TensorRT: engine build, engine metadata, inspection and loading.
+"""TensorRT: engine build, engine metadata, inspection and loading, on top of Polygraphy's loaders.
 
 ``import edgeseg.trt`` never imports TensorRT; the functions that need it import it on first use and
 raise :class:`~edgeseg.errors.MissingDependencyError` (naming the ``trt`` extra) where it is missing.
-The precision check (:mod:`edgeseg.trt.inspection`) and the compatibility check
-(:mod:`edgeseg.trt.metadata`) are pure Python.
+The precision check (:mod:`edgeseg.trt.inspection`), the compatibility check
+(:mod:`edgeseg.trt.metadata`) and the plugin-library policy (:mod:`edgeseg.trt.plugins`) are pure Python.
 """
 
 from edgeseg.trt._import import require_tensorrt, tensorrt_available
@@ -19,6 +19,7 @@ from edgeseg.trt.metadata import (
     metadata_path,
     read_metadata,
 )
+from edgeseg.trt.plugins import load_plugin_libraries, recorded_plugin_libraries
 
 __all__ = [
     "DEFAULT_WORKSPACE_GIB",
@@ -34,8 +35,10 @@ __all__ = [
     "ensure_compatible",
     "layer_dtype_counts",
     "load_engine",
+    "load_plugin_libraries",
     "metadata_path",
     "read_metadata",
+    "recorded_plugin_libraries",
     "require_tensorrt",
     "resolve_profile",
     "tensorrt_available",
