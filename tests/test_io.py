@@ -122,9 +122,9 @@ def test_failing_sync_or_rename_keeps_old_file(
         raise OSError(errno.ENOSPC, ENOSPC, *([os.fspath(a) for a in args] if fails == "replace" else []))
 
     monkeypatch.setattr(_io.os, fails, fail)
-    with pytest.raises(EdgesegError, match=rf"{path}: could not write it \({ENOSPC}\)"):
-        with atomic_write(path) as f:
-            f.write(b"new bytes")
+    expected = rf"{path}: could not write it \({ENOSPC}\)"
+    with pytest.raises(EdgesegError, match=expected), atomic_write(path) as f:
+        f.write(b"new bytes")
     assert _leftovers(tmp_path) == ["model.onnx"]
     assert path.read_bytes() == b"old"
 
@@ -139,14 +139,13 @@ def test_unwritable_folder_is_one_line(tmp_path: Path) -> None:
 def test_callers_own_errors_pass_through(tmp_path: Path) -> None:
     # An OSError about another file (the input being copied) is not a failure to write the output.
     path = tmp_path / "out.onnx"
-    with pytest.raises(FileNotFoundError, match="missing.onnx"):
-        with atomic_write(path) as f, open(tmp_path / "missing.onnx", "rb") as src:
-            f.write(src.read())
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(FileNotFoundError, match="missing.onnx"), atomic_write(path) as f:
+        f.write(missing.read_bytes())
     assert _leftovers(tmp_path) == []
-    with pytest.raises(KeyError, match="boom"):
-        with atomic_write(path) as f:
-            f.write(b"partial")
-            raise KeyError("boom")
+    with pytest.raises(KeyError, match="boom"), atomic_write(path) as f:
+        f.write(b"partial")
+        raise KeyError("boom")
     assert _leftovers(tmp_path) == []
 
 
