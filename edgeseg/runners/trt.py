@@ -148,5 +148,5 @@ def _owned(value: Any, to_host: bool) -> Any:
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value.cpu().numpy() if to_host else value.clone()
+        return value.to("cpu", copy=True).numpy() if to_host else value.clone()
     return value.numpy()  # a Polygraphy DeviceView (only host inputs): copied into a new numpy array
