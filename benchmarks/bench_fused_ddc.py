@@ -13,10 +13,12 @@ For each (batch, H x W) it times, interleaved in one loop so both see the same m
 
 Shapes: C = 64 reduced channels (a 320-channel DDC block), H x W at strides 4 and 16 of 512x1024
 and 1024x2048 (De1 and De3 of DBMSNet at OS16), N = 1 and 8. Results print as a table and, with
-``--json``, are written as JSON. Examples::
+``--json``, are written as JSON, with the goals of ``GOALS`` evaluated on the CUDA results (fused
+>= 3x eager at N = 1, on every N = 1 shape; >= 70 % of the copy bandwidth at N = 8, on the largest
+N = 8 shape, the one least flattered by caches). Examples::
 
     python benchmarks/bench_fused_ddc.py --device cpu --threads 1 --skip 8x256x512
-    python benchmarks/bench_fused_ddc.py --device cuda --dtype float16 --compile --json out.json
+    python benchmarks/bench_fused_ddc.py --device cuda --dtype float32 float16 --compile --json out.json
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ REDUCED_CHANNELS = 64
 DILATIONS = (1, 3, 5, 7)
 IMAGE_SIZES = ((512, 1024), (1024, 2048))
 STRIDES = (4, 16)
+# docs/gpu-validation.md: fused >= 3x eager at N = 1, and >= 70 % of a device copy's bandwidth at N = 8.
+GOALS = {"speedup_n1": 3.0, "bandwidth_fraction_n8": 0.70}
 
 
 def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
@@ -124,7 +128,10 @@ def bench_case(
         "block_fused": lambda: fused(x),
     }
     if compile_:
-        compiled = torch.compile(eager)
+        # A fresh Dynamo cache per shape: the closures share one code object, so without the reset
+        # the recompiles would pile up until Dynamo's recompile limit silently falls back to eager.
+        torch._dynamo.reset()
+        compiled = torch.compile(eager, dynamic=False)
         variants["compiled"] = lambda: compiled(r, x)
     if device.type == "cuda":
         y = torch.empty(n, 5 * c, h, w, device=device, dtype=dtype)
@@ -162,6 +169,38 @@ def bench_case(
     return result
 
 
+def evaluate_goals(results: list[dict]) -> dict[str, dict]:
+    """The goals of ``GOALS`` per dtype, from CUDA results (the CPU kernel has no such goal).
+
+    Returns:
+        ``{dtype: {"speedup_n1": {...}, "bandwidth_fraction_n8": {...}}}``, each entry holding the
+        ``goal``, the ``measured`` value, the ``shape`` it was measured at and ``met``; an entry is
+        absent when its batch size was not run.
+    """
+    out: dict[str, dict] = {}
+    for dtype in dict.fromkeys(r["dtype"] for r in results):
+        rows = [r for r in results if r["dtype"] == dtype and "bandwidth_fraction" in r]
+        goals: dict[str, dict] = {}
+        n1 = [r for r in rows if r["n"] == 1]
+        if n1:
+            worst = min(n1, key=lambda r: r["speedup"])
+            goals["speedup_n1"] = _goal(GOALS["speedup_n1"], worst["speedup"], worst)
+        n8 = [r for r in rows if r["n"] == 8]
+        if n8:
+            largest = max(n8, key=lambda r: r["h"] * r["w"])
+            goals["bandwidth_fraction_n8"] = _goal(
+                GOALS["bandwidth_fraction_n8"], largest["bandwidth_fraction"], largest
+            )
+        if goals:
+            out[dtype] = goals
+    return out
+
+
+def _goal(goal: float, measured: float, row: dict) -> dict:
+    shape = f"{row['n']}x{row['c']}x{row['h']}x{row['w']}"
+    return {"goal": goal, "measured": measured, "shape": shape, "met": measured >= goal}
+
+
 def machine(device: torch.device) -> dict[str, str | int]:
     """What the numbers were measured on."""
     info: dict[str, str | int] = {
@@ -186,8 +225,18 @@ def machine(device: torch.device) -> dict[str, str | int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    parser.add_argument("--dtype", nargs="+", default=["float32"], choices=["float32", "float16"])
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument(
+        "--image-size",
+        nargs="+",
+        default=[f"{h}x{w}" for h, w in IMAGE_SIZES],
+        metavar="HxW",
+        help="image sizes whose DDC maps are timed (default: 512x1024 1024x2048)",
+    )
+    parser.add_argument(
+        "--stride", type=int, nargs="+", default=list(STRIDES), help="map strides (default: 4 16)"
+    )
     parser.add_argument(
         "--skip", nargs="*", default=[], metavar="NxHxW", help="shapes to leave out, e.g. 8x256x512"
     )
@@ -203,7 +252,13 @@ def main(argv: list[str] | None = None) -> int:
 
     console = Console(stderr=True)
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
+    dtypes = [getattr(torch, d) for d in args.dtype]
+    try:
+        image_sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.image_size]
+    except ValueError:
+        parser.error(f"--image-size: expected HxW, got {args.image_size}")
+    if any(len(s) != 2 or min(s) < 1 for s in image_sizes) or min(args.stride) < 1:
+        parser.error(f"--image-size / --stride: bad value {args.image_size} / {args.stride}")
     if args.threads:
         torch.set_num_threads(args.threads)
     if not extension_available():
@@ -212,30 +267,37 @@ def main(argv: list[str] | None = None) -> int:
     if not has_kernel(device):
         console.print(f"[red]edgeseg._C has no {device.type} kernel")
         return 2
-    if device.type == "cpu" and dtype != torch.float32:
+    if device.type == "cpu" and dtypes != [torch.float32]:
         console.print("[red]the CPU kernel is FP32 only")
         return 2
 
-    shapes = [(n, ih // s, iw // s) for (ih, iw) in IMAGE_SIZES for s in STRIDES for n in args.batch]
+    shapes = [(n, ih // s, iw // s) for (ih, iw) in image_sizes for s in args.stride for n in args.batch]
     shapes = [sh for sh in shapes if "x".join(map(str, sh)) not in args.skip]
     results = []
-    for n, h, w in shapes:
-        console.print(f"N={n} C={REDUCED_CHANNELS} {h}x{w} ...")
-        results.append(
-            bench_case(
-                n,
-                h,
-                w,
-                device=device,
-                dtype=dtype,
-                warmup=args.warmup,
-                repeats=args.repeats,
-                compile_=args.compile,
+    for dtype in dtypes:
+        for n, h, w in shapes:
+            console.print(
+                f"{args.device} {str(dtype).removeprefix('torch.')} N={n} C={REDUCED_CHANNELS} {h}x{w} ..."
             )
-        )
+            results.append(
+                bench_case(
+                    n,
+                    h,
+                    w,
+                    device=device,
+                    dtype=dtype,
+                    warmup=args.warmup,
+                    repeats=args.repeats,
+                    compile_=args.compile,
+                )
+            )
+            if args.json:  # after every shape: a run stopped by a time limit keeps what it measured
+                write_json(args.json, _report(device, results, complete=False))
 
-    table = Table(title=f"fused DDC vs eager ({device.type}, {args.dtype}, median of {args.repeats})")
+    dtype_names = ", ".join(args.dtype)
+    table = Table(title=f"fused DDC vs eager ({device.type}, {dtype_names}, median of {args.repeats})")
     cols = [
+        "dtype",
         "N",
         "HxW",
         "eager ms",
@@ -252,9 +314,9 @@ def main(argv: list[str] | None = None) -> int:
     for col in cols:
         table.add_column(col, justify="right")
     for r in results:
-        row = [str(r["n"]), f"{r['h']}x{r['w']}", f"{r['eager_ms']:.2f}", f"{r['fused_ms']:.2f}",
-               f"{r['speedup']:.2f}x", f"{r['block_eager_ms']:.2f}", f"{r['block_fused_ms']:.2f}",
-               f"{r['block_speedup']:.2f}x"]  # fmt: skip
+        row = [str(r["dtype"]), str(r["n"]), f"{r['h']}x{r['w']}", f"{r['eager_ms']:.2f}",
+               f"{r['fused_ms']:.2f}", f"{r['speedup']:.2f}x", f"{r['block_eager_ms']:.2f}",
+               f"{r['block_fused_ms']:.2f}", f"{r['block_speedup']:.2f}x"]  # fmt: skip
         if args.compile:
             row += [f"{r['compiled_ms']:.2f}", f"{r['speedup_vs_compiled']:.2f}x"]
         if device.type == "cuda":
@@ -265,10 +327,26 @@ def main(argv: list[str] | None = None) -> int:
             ]
         table.add_row(*row)
     Console().print(table)
-    report = {"machine": machine(device), "command": " ".join(sys.argv), "results": results}
+    report = _report(device, results, complete=True)
+    for dtype_name, dtype_goals in report["goals"].items():
+        for name, g in dtype_goals.items():
+            verdict = "met" if g["met"] else "MISSED"
+            console.print(
+                f"goal {name} ({dtype_name}, {g['shape']}): {g['measured']:.2f} vs {g['goal']} -> {verdict}"
+            )
     if args.json:
         write_json(args.json, report)
     return 0
+
+
+def _report(device: torch.device, results: list[dict], *, complete: bool) -> dict:
+    return {
+        "machine": machine(device),
+        "command": " ".join(sys.argv),
+        "complete": complete,
+        "results": results,
+        "goals": evaluate_goals(results),
+    }
 
 
 if __name__ == "__main__":
