@@ -168,7 +168,11 @@ def rt_build(rt_model: nn.Module, rt_card: ModelCard, tmp_path_factory: pytest.T
         out.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
     onnx.checker.check_model(fp16)
     onnx.save(fp16, root / "model.fp16.onnx")
-    write_json(root / "build.json", {"stages": ["export"], "options": {"precision": "fp32"}})
+    from edgeseg.build_folder import BuildRecord
+
+    record = BuildRecord(root)  # build.json through its one writer, so the fixture follows its format
+    record.meta["options"] = {"precision": "fp32"}
+    record.save()
     return root
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from edgeseg.cli._common import console, parse_int_list
+from edgeseg.cli._common import EXIT_CODES_HELP, console, parse_int_list
 from edgeseg.errors import EdgesegError
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("bench")
+    @app.command("bench", epilog=EXIT_CODES_HELP)
     def bench(
         target: Path = typer.Argument(
             ..., help="Build directory (engines/<name>), a .pt bundle or an .onnx file."

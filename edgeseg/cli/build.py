@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.cli._common import console, parse_hw
+from edgeseg.cli._common import EXIT_CODES_HELP, console, interrupted, parse_hw
 
 if TYPE_CHECKING:
-    from edgeseg.stages import BuildResult
+    from edgeseg.stages import Build, BuildResult
 
 __all__ = ["register"]
 
@@ -36,6 +36,8 @@ Stages (each recorded in build.json; a re-run skips what is still up to date):
   | calibrate (calib_cache/) + quantize (model.int8.onnx, accuracy guard)
   → engine (model.<precision>.engine, TensorRT only) → validate (report.json)
 Without TensorRT the engine is skipped and the command to finish on the target is printed.
+Ctrl-C or SIGTERM stops the build (exit 130 / 143); running the same command again resumes it.
+A failed accuracy gate (INT8 guard or validation) exits with status 3.
 """
 
 
@@ -63,6 +65,13 @@ class _RichReporter:
                 bar.update(task, completed=done, total=new_total)
 
             yield advance
+
+
+def _kept_by(builder: Build) -> str:
+    """The one line after Ctrl-C / SIGTERM: a build resumes from the stages build.json records."""
+    folder = getattr(builder, "folder", None)  # the build folder, once the build has resolved it
+    where = f"{folder}/build.json" if folder is not None else "the build folder's build.json"
+    return f"{where} keeps the stages finished so far; run the same command again to resume"
 
 
 def _summary_table(result: BuildResult) -> Any:
@@ -94,7 +103,7 @@ def _targets_table() -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("build", help=_HELP)
+    @app.command("build", help=_HELP, epilog=EXIT_CODES_HELP)
     def build(
         precision: str = typer.Option(
             None, "--precision", "-p",
@@ -170,7 +179,11 @@ def register(app: typer.Typer) -> None:
             timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib, rerun=tuple(rerun),
             target=target,
         )
-        result = Build(options, _RichReporter()).run()
+        builder = Build(options, _RichReporter())
+        try:
+            result = builder.run()
+        except KeyboardInterrupt:
+            raise interrupted(_kept_by(builder)) from None
         console.print(_summary_table(result))
         if json_out:
             print(json.dumps(result.report, indent=2, default=str))

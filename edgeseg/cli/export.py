@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgeseg.cli._common import console, parse_hw
+from edgeseg.cli._common import EXIT_CODES_HELP, console, parse_hw
 
 __all__ = ["register"]
 
@@ -28,7 +28,7 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("export", help=_HELP)
+    @app.command("export", help=_HELP, epilog=EXIT_CODES_HELP)
     def export(
         model: str = typer.Option(
             None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),

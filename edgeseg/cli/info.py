@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from edgeseg.cli._common import console, parse_hw, parse_sets
+from edgeseg.cli._common import EXIT_CODES_HELP, console, parse_hw, parse_sets
 from edgeseg.errors import EdgesegError
 
 __all__ = ["register"]
@@ -57,6 +57,12 @@ def _model_info(
     elif spec.endswith((".pt", ".pth", ".onnx")) or "/" in spec:
         raise EdgesegError(f"{spec}: file not found")
     else:
+        if "num_classes" in sets:  # --set num_classes=K is another spelling of --num-classes K
+            if num_classes is not None and num_classes != sets["num_classes"]:
+                raise EdgesegError(f"--num-classes {num_classes} and --set num_classes={sets['num_classes']} "
+                                   "disagree; give one of them")
+            sets = dict(sets)
+            num_classes = sets.pop("num_classes")
         with torch.device("meta"):  # structure only: instant even for 140 M parameters
             model = build_model(spec, num_classes=num_classes, **sets)
         source, preset, size = "preset", spec, input_size or DEFAULT_INPUT
@@ -155,7 +161,7 @@ def _print_onnx(info: dict[str, Any]) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("info", help=_HELP)
+    @app.command("info", help=_HELP, epilog=EXIT_CODES_HELP)
     def info(
         model: str = typer.Option(
             None, "--model", "-m", help="Preset name, bundle (.pt) or ONNX file.", show_default=False

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import typer
 
+from edgeseg.cli._common import EXIT_CODES_HELP, console, parse_int_list
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("export-triton")
+    @app.command("export-triton", epilog=EXIT_CODES_HELP)
     def export_triton_cmd(
         build: Path = typer.Option(..., "--build", help="Build directory (engines/<name>)."),
         repo: Path = typer.Option(..., "--repo", help="Triton model repository root (created if missing)."),
@@ -28,7 +30,6 @@ def register(app: typer.Typer) -> None:
         instances: int = typer.Option(1, help="Model instances per GPU (instance_group count)."),
     ) -> None:
         """Write <repo>/<name>/config.pbtxt and 1/model.plan or 1/model.onnx for Triton Inference Server."""
-        from edgeseg.cli._common import console, parse_int_list
         from edgeseg.serve import export_triton
 
         result = export_triton(
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
         for note in result.notes:
             console.print(f"note: {note}")
 
-    @app.command("export-deepstream")
+    @app.command("export-deepstream", epilog=EXIT_CODES_HELP)
     def export_deepstream_cmd(
         build: Path = typer.Option(..., "--build", help="Build directory (engines/<name>)."),
         out: Path = typer.Option(..., "--out", help="Folder for the nvinfer config, graph and labels."),
@@ -67,7 +68,6 @@ def register(app: typer.Typer) -> None:
         the exported graph exactly (a leading per-channel Mul), and a softmax is appended because
         nvinfer's segmentation parser compares FP32 scores against a non-negative threshold.
         """
-        from edgeseg.cli._common import console
         from edgeseg.serve import export_deepstream
 
         result = export_deepstream(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.cli._common import console, parse_hw, parse_sets
+from edgeseg.cli._common import EXIT_CODES_HELP, console, interrupted, parse_hw, parse_sets
 from edgeseg.errors import EdgesegError
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ Examples:
       --crop 512x1024 --batch-size 8 --iters 40000
   # continue an interrupted run exactly where runs/demo/last.pt stopped
   edgeseg train ... --out runs/demo --resume
+  # an --out folder holding a run is refused unless --resume or --overwrite
 
 \b
 Run folder (--out):
@@ -47,6 +48,17 @@ last.pt and best.pt are model bundles too (edgeseg.checkpoint.load_model).
 \b
 Schedule: SGD (momentum 0.9, weight decay 4e-5), poly learning rate
 lr = LR * (1 - iter / ITERS) ** 0.9, reaching 0 at the last iteration.
+
+\b
+BatchNorm under DDP: each process normalises with its own share of the
+batch, so a multi-process run differs from a single-process one with the
+same global batch. --sync-bn (SyncBatchNorm) makes it exact, on CUDA only;
+on the CPU (gloo) it is refused. Checkpoints record the choice (batch_norm).
+
+\b
+Ctrl-C or SIGTERM stops the run without saving (a save could catch an
+optimizer step half-done): last.pt keeps the last periodic checkpoint,
+and the last line says how to resume.
 """
 
 
@@ -88,6 +100,30 @@ def _datasets(data: str, val_data: str | None, crop: tuple[int, int] | None, aug
     return train_set, val_set, val_data
 
 
+def _take_num_classes(overrides: dict[str, Any], num_classes: int, data: str) -> None:
+    """Drop ``--set num_classes`` when it agrees with the data (the data decides the class count)."""
+    if "num_classes" not in overrides:
+        return
+    if overrides["num_classes"] != num_classes:
+        raise EdgesegError(f"--set num_classes={overrides['num_classes']}: the class count comes from "
+                           f"--data {data}, which has {num_classes} classes; drop the --set")
+    del overrides["num_classes"]
+
+
+def _resume_hint(out_dir: Path, resumed: bool) -> str:
+    """The one line after Ctrl-C / SIGTERM: what ``last.pt`` holds and how to continue from it."""
+    from edgeseg.train.checkpoint import load_checkpoint
+    from edgeseg.train.loop import RUN_FILES
+
+    last = out_dir / "last.pt"
+    if not last.is_file():
+        again = "with --overwrite" if any((out_dir / n).exists() for n in RUN_FILES) else "the same way"
+        return f"no checkpoint was written yet in {out_dir}; start again {again}"
+    iteration = load_checkpoint(last)["iteration"]
+    again = "run the same command again" if resumed else "add --resume to the same command"
+    return f"{last} holds iteration {iteration}; to continue from there, {again}"
+
+
 def _summary(result: TrainResult, card: ModelCard, bundle: Path, data: str,
              val_data: str | None) -> dict[str, Any]:
     best = None if math.isnan(result.best_miou) else result.best_miou
@@ -120,7 +156,7 @@ def _print_table(summary: dict[str, Any], config: TrainConfig) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("train", help=_HELP)
+    @app.command("train", help=_HELP, epilog=EXIT_CODES_HELP)
     def train(
         model: str = typer.Option("dbmsnet_r18_os16", "--model", "-m", help="Model preset name."),
         data: str = typer.Option(..., "--data", "-d", help="Training data KIND:ROOT[:split], kinds voc, "
@@ -150,6 +186,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", "-o", help="Run folder. Defaults to runs/MODEL."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.pt with the same "
                                     "schedule options."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in OUT "
+                                       "(its checkpoints, log, summary and bundle)."),
         eval_every: int = typer.Option(500, "--eval-every", help="Evaluate every N iterations (0: only "
                                        "at the end)."),
         checkpoint_every: int = typer.Option(500, "--checkpoint-every", help="Write last.pt every N "
@@ -162,7 +200,8 @@ def register(app: typer.Typer) -> None:
                                            "(bit-exact reruns and resumes; slower on GPUs)."),
         amp: str = typer.Option("auto", "--amp", help="Mixed precision on CUDA: auto, off, bf16, fp16."),
         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-        sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP (CUDA only)."),
+        sync_bn: bool = typer.Option(False, "--sync-bn", help="SyncBatchNorm under DDP: statistics over "
+                                     "the global batch, as in one process (CUDA only)."),
         threads: int | None = typer.Option(None, "--threads", help="torch intra-op CPU threads. "
                                            "Defaults to torch's choice."),
         export_bundle: Path | None = typer.Option(None, "--export-bundle", help="Where to write the final "
@@ -202,6 +241,7 @@ def register(app: typer.Typer) -> None:
             train_set, val_set, val_spec = _datasets(data, val_data, crop_hw, parse_sets(aug), eval_hw,
                                                      parse_sets(data_opts), parse_sets(val_opts), seed)
             transform = train_set.transform
+            _take_num_classes(overrides, train_set.num_classes, data)
             net = build_model(model, num_classes=train_set.num_classes, **overrides)
             card = ModelCard(preset=model, num_classes=train_set.num_classes, overrides=overrides,
                              class_names=list(train_set.class_names),
@@ -211,7 +251,11 @@ def register(app: typer.Typer) -> None:
                 console.print(f"[bold]edgeseg train[/] {model} on {data}: {len(train_set)} training samples, "
                               f"{len(val_set) if val_set is not None else 0} validation, "
                               f"{info.world_size} process(es) → {out_dir}")
-            result = fit(net, train_set, config, card, val_set=val_set, resume=resume, console=console)
+            try:
+                result = fit(net, train_set, config, card, val_set=val_set, resume=resume,
+                             overwrite=overwrite, console=console)
+            except KeyboardInterrupt:
+                raise interrupted(_resume_hint(out_dir, resume)) from None
             bundle = export_bundle or out_dir / "model.pt"
             summary = _summary(result, card, bundle, data, val_spec)
             if info.is_main:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from edgeseg.cli._common import console
-from edgeseg.errors import EdgesegError
+from edgeseg.cli._common import EXIT_CODES_HELP, console
+from edgeseg.errors import AccuracyGateError, EdgesegError
 
 __all__ = ["register"]
 
@@ -22,8 +22,8 @@ mIoU / per-class IoU deltas (against the labels when --data has them, else
 against the reference's own predictions).
 
 Writes report.json and validation.png (input | reference | each artifact |
-where each disagrees) into the build directory. Exits with status 2 when
-an artifact fails its tolerance.
+where each disagrees) into the build directory. Exits with status 3 when
+an artifact fails its tolerance (2 is a usage or input error).
 
 \b
 Examples:
@@ -35,7 +35,7 @@ Examples:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("validate", help=_HELP)
+    @app.command("validate", help=_HELP, epilog=EXIT_CODES_HELP)
     def validate(
         build: Path = typer.Option(..., "--build", "-b", help="Build directory (engines/<name>/)."),
         data: str | None = typer.Option(
@@ -75,6 +75,8 @@ def register(app: typer.Typer) -> None:
             console.print(f"report: {build / 'report.json'}"
                           + (f", picture: {build / report['grid']}" if "grid" in report else ""))
         if not report["passed"]:
-            failures = report_failures(report) or [
-                "no artifact could be run here (" + "; ".join(s["reason"] for s in report["skipped"]) + ")"]
-            raise EdgesegError("validation failed: " + " | ".join(failures))
+            failures = report_failures(report)
+            if not failures:  # nothing ran: an environment problem, not an accuracy verdict
+                reasons = "; ".join(s["reason"] for s in report["skipped"])
+                raise EdgesegError(f"validation failed: no artifact could be run here ({reasons})")
+            raise AccuracyGateError("validation failed: " + " | ".join(failures))

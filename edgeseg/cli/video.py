@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
+from edgeseg.cli._common import EXIT_CODES_HELP, console, interrupted
+
+if TYPE_CHECKING:
+    from edgeseg.runtime import Segmenter
+    from edgeseg.video import StreamStats, VideoWriter
+
 
 def register(app: typer.Typer) -> None:
-    @app.command("video")
+    @app.command("video", epilog=EXIT_CODES_HELP)
     def video(
         source: str = typer.Argument(..., help="Video file, rtsp://... URL or camera device (/dev/video0)."),
         build: Path = typer.Option(
@@ -39,71 +46,20 @@ def register(app: typer.Typer) -> None:
 
         Decode, preprocess, batched inference, postprocess/overlay and encode each run in their own
         thread. The output keeps the input's size and frame rate. Live inputs drop the oldest frame when the
-        pipeline falls behind; corrupt frames are skipped and counted. Ctrl-C stops reading, finishes
-        the frames in flight and closes the output file properly (a second Ctrl-C abandons them).
+        pipeline falls behind; corrupt frames are skipped and counted. Ctrl-C or SIGTERM stops reading,
+        finishes the frames in flight and closes the output file properly, a playable file of the
+        frames done so far (exit 130 / 143); a second signal abandons the frames in flight.
         """
         import json
 
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         from rich.table import Table
 
-        from edgeseg.cli._common import console
-        from edgeseg.runtime import Segmenter
-        from edgeseg.video import FrameResult, Pipeline, StreamStats, VideoSource, VideoWriter
-        from edgeseg.video.sinks import DEFAULT_PRESET
-
-        writer: VideoWriter | None = None
-        with Segmenter.load(build, backend, precision=precision, max_batch=batch) as seg:
-            if seg.device.type == "cpu" and seg.info.get("backend") != "torch":
-                import torch
-
-                # Pre/postprocessing run in their own pipeline threads beside the backend's thread
-                # pool; torch's intra-op threads on top only contend for the same cores (measured on
-                # 2 cores: postprocessing 4 ms with one thread, 20-200 ms with two).
-                torch.set_num_threads(1)
-            src = VideoSource(source)
-            pipeline = Pipeline(
-                seg,
-                batch=batch,
-                render="overlay" if overlay else "mask",
-                alpha=alpha,
-                every=every,
-                queue_size=queue_size,
-            )
-
-            def sink(item: FrameResult) -> None:
-                nonlocal writer
-                if out is None:
-                    return
-                if writer is None:
-                    h, w = item.image.shape[:2]
-                    writer = VideoWriter(out, w, h, fps=src.fps, codec=codec, preset=preset or DEFAULT_PRESET)
-                writer.write(item.image)
-
-            with Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.fields[fps]:.1f} fps"),
-                console=console,
-            ) as bar:
-                task = bar.add_task(f"segmenting {Path(source).name}", total=src.frame_count, fps=0.0)
-
-                def on_frame(item: FrameResult, stats: StreamStats) -> None:
-                    import time
-
-                    elapsed = time.perf_counter() - started
-                    bar.update(task, completed=stats.frames_out, fps=stats.frames_out / max(elapsed, 1e-9))
-
-                import time
-
-                started = time.perf_counter()
-                try:
-                    stats = pipeline.run(src, sink=sink, on_frame=on_frame)
-                finally:
-                    if writer is not None:
-                        writer.close()  # flushes the encoder and writes the trailer, even on a 2nd Ctrl-C
+        writer: list[VideoWriter] = []  # filled by the sink thread with the one writer, on the first frame
+        try:
+            seg, stats = _run(source, build, out, overlay, alpha, every, batch, backend, precision, codec,
+                              preset, queue_size, writer)
+        except KeyboardInterrupt:  # before the stream ran, or a second signal while it drained
+            raise interrupted(_kept(out, writer)) from None
 
         table = Table(title=f"edgeseg video ({seg.info.get('backend')} {seg.info.get('precision')})")
         table.add_column("frames in", justify="right")
@@ -126,10 +82,10 @@ def register(app: typer.Typer) -> None:
             )
         for warning in stats.warnings[:5]:
             console.print(f"[yellow]{warning}[/]")
-        if writer is not None:
+        if writer and not stats.interrupted:
+            w = writer[0]
             console.print(
-                f"wrote {out} ({writer.frames_written} frames, {writer.width}x{writer.height} "
-                f"@ {float(writer.fps):.3f} fps)"
+                f"wrote {out} ({w.frames_written} frames, {w.width}x{w.height} @ {float(w.fps):.3f} fps)"
             )
         if json_out:
             print(
@@ -140,5 +96,92 @@ def register(app: typer.Typer) -> None:
                 )
             )
         if stats.interrupted:
-            console.print("[yellow]interrupted: the output holds the frames processed so far[/]")
-            raise typer.Exit(130)
+            raise interrupted(_kept(out, writer))
+
+
+def _kept(out: Path | None, writer: list[VideoWriter]) -> str:
+    """The one line after Ctrl-C / SIGTERM: what became of the output file."""
+    if out is None:
+        return "no output was requested"
+    if not writer:
+        return f"no frame was done; {out} was not written"
+    w = writer[0]
+    if w.finalized:
+        return f"{out} holds the {w.frames_written} frames done so far (a complete, playable file)"
+    return f"the unfinished output was removed; {out} was not written"
+
+
+def _run(
+    source: str,
+    build: Path,
+    out: Path | None,
+    overlay: bool,
+    alpha: float,
+    every: int,
+    batch: int,
+    backend: str,
+    precision: str | None,
+    codec: str | None,
+    preset: str | None,
+    queue_size: int,
+    writer: list[VideoWriter],
+) -> tuple[Segmenter, StreamStats]:
+    """Open the model and the source, stream through the pipeline, close the output properly."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeseg.runtime import Segmenter
+    from edgeseg.video import FrameResult, Pipeline, VideoSource, VideoWriter
+    from edgeseg.video.sinks import DEFAULT_PRESET
+
+    with Segmenter.load(build, backend, precision=precision, max_batch=batch) as seg:
+        if seg.device.type == "cpu" and seg.info.get("backend") != "torch":
+            import torch
+
+            # Pre/postprocessing run in their own pipeline threads beside the backend's thread
+            # pool; torch's intra-op threads on top only contend for the same cores (measured on
+            # 2 cores: postprocessing 4 ms with one thread, 20-200 ms with two).
+            torch.set_num_threads(1)
+        src = VideoSource(source)
+        pipeline = Pipeline(
+            seg,
+            batch=batch,
+            render="overlay" if overlay else "mask",
+            alpha=alpha,
+            every=every,
+            queue_size=queue_size,
+        )
+
+        def sink(item: FrameResult) -> None:
+            if out is None:
+                return
+            if not writer:
+                h, w = item.image.shape[:2]
+                preset_name = preset or DEFAULT_PRESET
+                writer.append(VideoWriter(out, w, h, fps=src.fps, codec=codec, preset=preset_name))
+            writer[0].write(item.image)
+
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[fps]:.1f} fps"),
+            console=console,
+        ) as bar:
+            task = bar.add_task(f"segmenting {Path(source).name}", total=src.frame_count, fps=0.0)
+            started = time.perf_counter()
+
+            def on_frame(item: FrameResult, stats: StreamStats) -> None:
+                elapsed = time.perf_counter() - started
+                bar.update(task, completed=stats.frames_out, fps=stats.frames_out / max(elapsed, 1e-9))
+
+            try:
+                stats = pipeline.run(src, sink=sink, on_frame=on_frame)
+            finally:
+                if writer:
+                    # Flushes the encoder and writes the trailer; interrupted itself, it removes the
+                    # unfinished file instead (VideoWriter.close), so no .partial file is left.
+                    writer[0].close()
+    return seg, stats

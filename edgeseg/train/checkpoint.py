@@ -16,6 +16,8 @@ Layout (``format = "edgeseg.train/1"``)::
     config      TrainConfig as dict         best        {"miou", "iteration"}
     metrics     last evaluation's metrics (percent), {} if none yet
     loss        total loss of the last step     train_time_s  training seconds so far
+    batch_norm  {"sync", "world_size", "has_batchnorm", "stats_batch"}: how BatchNorm saw the batch
+                (absent in checkpoints written before it was recorded)
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
@@ -32,13 +32,21 @@ from edgeseg.train.checkpoint import load_checkpoint, save_checkpoint
 from edgeseg.train.config import SCHEDULE_FIELDS, TrainConfig
 from edgeseg.train.distributed import DistInfo, barrier, dist_info, gather_objects
 from edgeseg.train.evaluate import evaluate
+from edgeseg.train.loader import checked, make_loader
 from edgeseg.train.loss import segmentation_loss
 from edgeseg.train.monitor import TrainMonitor
 from edgeseg.train.rng import get_rng_state, seed_everything, set_deterministic, set_rng_state
 from edgeseg.train.sampler import ResumableSampler
 from edgeseg.train.schedule import PolyLR
 
-__all__ = ["fit", "TrainResult", "resolve_device", "resolve_amp"]
+__all__ = ["fit", "TrainResult", "resolve_device", "resolve_amp", "RUN_FILES", "SYNC_BN_DEVICES"]
+
+#: What a run folder holds once a run wrote into it (``model.pt`` and ``summary.json`` come from the
+#: CLI); a new run refuses a folder holding any of them unless told to resume or overwrite.
+RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "summary.json", "model.pt")
+
+#: Device types torch's SyncBatchNorm runs on (its forward refuses others, the CPU included).
+SYNC_BN_DEVICES = ("cuda", "xpu", "hpu")
 
 
 @dataclass
@@ -167,9 +175,45 @@ class _Optimization:
             self.scaler.load_state_dict(ckpt["scaler"])
 
 
+def _prepare_run_dir(out_dir: Path, *, resume: bool, overwrite: bool, info: DistInfo) -> None:
+    """Refuse to write a new run over an earlier one unless ``overwrite`` (which clears it)."""
+    if resume and overwrite:
+        raise EdgesegError("--resume continues the run in the output folder, --overwrite replaces it: "
+                           "give one of them")
+    existing = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not existing or resume:
+        return
+    if not overwrite:
+        raise EdgesegError(f"{out_dir} already holds a training run ({', '.join(existing)}); pass --resume "
+                           "to continue it, --overwrite to replace it, or another --out")
+    if info.is_main:
+        for name in existing:
+            (out_dir / name).unlink()
+    barrier()
+
+
+def _batch_norm_record(model: nn.Module, config: TrainConfig, info: DistInfo, device: torch.device,
+                       local_batch: int) -> dict[str, Any]:
+    """How BatchNorm layers see the batch in this run, for the checkpoint and the log.
+
+    Under DDP without SyncBatchNorm each process normalises with the statistics of its own share of
+    the batch (``stats_batch`` samples), so the weights and running statistics differ from a
+    single-process run with the same global batch. SyncBatchNorm, the exact alternative, exists only
+    for :data:`SYNC_BN_DEVICES`; on the CPU (gloo) it is refused.
+    """
+    sync = config.sync_bn and info.distributed
+    if sync and device.type not in SYNC_BN_DEVICES:
+        raise EdgesegError(f"--sync-bn: torch's SyncBatchNorm does not run on {device.type} (only on "
+                           f"{', '.join(SYNC_BN_DEVICES)}); drop --sync-bn to train with per-process "
+                           "BatchNorm statistics")
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return {"sync": sync, "world_size": info.world_size, "has_batchnorm": has_bn,
+            "stats_batch": config.batch_size if sync or not info.distributed else local_batch}
+
+
 def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCard, *,
-        val_set: Dataset | None = None, resume: bool = False, console: Console | None = None,
-        show_progress: bool = True) -> TrainResult:
+        val_set: Dataset | None = None, resume: bool = False, overwrite: bool = False,
+        console: Console | None = None, show_progress: bool = True) -> TrainResult:
     """Train ``model`` on ``train_set`` following ``config``; checkpoints go to ``config.out_dir``.
 
     Runs as one process of a DDP job when a ``torch.distributed`` process group is initialised
@@ -178,6 +222,11 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
     writes files. A KeyboardInterrupt stops the run without writing anything: saving then could
     capture weights half-way through an optimizer step, so ``--resume`` continues from the last
     periodic checkpoint instead.
+
+    BatchNorm under DDP: each process normalises with its own share of the batch unless
+    ``config.sync_bn`` (SyncBatchNorm, CUDA only), so a CPU (gloo) DDP run does not reproduce
+    single-process training of a model with BatchNorm. Every checkpoint records the choice under
+    ``"batch_norm"`` (``sync``, ``world_size``, ``stats_batch``: samples per statistic).
 
     Args:
         model: a zoo model (train-mode forward returns ``{"out": ..., aux...}``, attribute
@@ -188,6 +237,8 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
         val_set: evaluated every ``config.eval_every`` iterations and at the end; drives
             ``best.pt``. Defaults to no evaluation.
         resume: continue from ``<out_dir>/last.pt`` (same schedule required).
+        overwrite: delete an earlier run's files (:data:`RUN_FILES`) from ``out_dir`` first; without
+            it (or ``resume``) a folder holding any of them is refused.
         console: where the progress bar is drawn. Defaults to stderr.
         show_progress: draw the progress bar. Defaults to True.
 
@@ -195,8 +246,9 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
         The run's final state.
 
     Raises:
-        EdgesegError: bad settings for this machine, a dataset smaller than one batch, a
-            checkpoint that does not fit, or a loss that became NaN/inf.
+        EdgesegError: bad settings for this machine, an earlier run in ``out_dir``, a dataset
+            smaller than one batch, an unreadable sample, a checkpoint that does not fit, or a loss
+            that became NaN/inf.
     """
     info = dist_info()
     device = resolve_device(config.device, info)
@@ -209,11 +261,15 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
     local_batch = config.batch_size // info.world_size
     out_dir = Path(config.out_dir)
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    _prepare_run_dir(out_dir, resume=resume, overwrite=overwrite, info=info)
 
-    if config.sync_bn and info.distributed:
-        if device.type != "cuda":
-            raise EdgesegError("--sync-bn needs CUDA (torch's SyncBatchNorm has no CPU implementation)")
+    batch_norm = _batch_norm_record(model, config, info, device, local_batch)
+    if batch_norm["sync"]:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif info.is_main and show_progress and info.distributed and batch_norm["has_batchnorm"]:
+        (console or Console(stderr=True)).print(
+            f"note: BatchNorm statistics come from each process's {local_batch} samples, not from the "
+            f"global batch of {config.batch_size} (--sync-bn synchronises them, on CUDA only)")
     model.to(device)
     opt = _Optimization(model, config, amp_dtype, device)
 
@@ -246,14 +302,14 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
     if info.distributed:
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     # Workers are not persistent: each epoch's workers must see the dataset's new set_epoch().
-    loader = DataLoader(train_set, batch_size=local_batch, sampler=sampler, num_workers=config.num_workers,
-                        pin_memory=device.type == "cuda", drop_last=True,
-                        generator=torch.Generator().manual_seed(config.seed + 1000 * info.rank + start))
+    loader = make_loader(train_set, batch_size=local_batch, sampler=sampler, num_workers=config.num_workers,
+                         pin_memory=device.type == "cuda", drop_last=True,
+                         generator=torch.Generator().manual_seed(config.seed + 1000 * info.rank + start))
     val_loader = None
     if val_set is not None:
         shard = list(range(info.rank, len(val_set), info.world_size))  # type: ignore[arg-type]
-        val_loader = DataLoader(val_set, batch_size=config.val_batch_size, sampler=shard,
-                                num_workers=min(config.num_workers, 2))
+        val_loader = make_loader(val_set, batch_size=config.val_batch_size, sampler=shard,
+                                 num_workers=min(config.num_workers, 2))
     class_names = card.class_names if len(card.class_names) == card.num_classes else None
 
     def checkpoint_state(iteration: int, elapsed: float) -> dict[str, Any]:
@@ -263,7 +319,8 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
                 "sampler": {"epoch": iteration // per_epoch, "start": (iteration % per_epoch) * local_batch,
                             "seed": config.seed, "num_replicas": info.world_size},
                 "config": config.to_dict(), "best": {"miou": best_miou, "iteration": best_iter},
-                "metrics": metrics, "loss": loss, "train_time_s": time_before + elapsed}
+                "metrics": metrics, "loss": loss, "train_time_s": time_before + elapsed,
+                "batch_norm": batch_norm}
 
     monitor = TrainMonitor(config.iters, start=start, log_path=out_dir / "log.jsonl",
                            log_every=config.log_every, console=console, show_progress=show_progress,
@@ -271,14 +328,14 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
     iteration = start
     with monitor:
         monitor.record("resume" if resume else "start", iter=start, world_size=info.world_size,
-                       device=str(device), amp=str(amp_dtype), config=config.to_dict())
+                       device=str(device), amp=str(amp_dtype), config=config.to_dict(), batch_norm=batch_norm)
         epoch, offset = divmod(start, per_epoch)
         while iteration < config.iters:
             sampler.set_epoch(epoch)
             sampler.set_start(offset * local_batch)
             if hasattr(train_set, "set_epoch"):  # edgeseg datasets seed augmentation per (epoch, index)
                 train_set.set_epoch(epoch)
-            for images, masks in loader:
+            for images, masks in checked(loader):
                 lr = opt.lr
                 loss, parts = opt.step(net, images, masks)
                 iteration += 1
@@ -291,7 +348,7 @@ def fit(model: nn.Module, train_set: Dataset, config: TrainConfig, card: ModelCa
                 state = None
                 due = final or (config.eval_every > 0 and iteration % config.eval_every == 0)
                 if val_loader is not None and due:
-                    seg = evaluate(model, val_loader, card.num_classes, device=device,
+                    seg = evaluate(model, checked(val_loader), card.num_classes, device=device,
                                    ignore_index=config.ignore_index, amp_dtype=amp_dtype)
                     metrics = seg.to_dict(class_names)
                     monitor.evaluation(iteration, metrics)

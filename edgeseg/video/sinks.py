@@ -100,6 +100,8 @@ class VideoWriter:
         self.fps = Fraction(fps).limit_denominator(1001) if fps else DEFAULT_FPS
         self.color = color
         self.frames_written = 0
+        #: True once :meth:`close` has moved the complete file to ``path``.
+        self.finalized = False
         self._tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         codec, pix_fmt = pick_codec(self.width, self.height, codec)
         try:
@@ -146,6 +148,7 @@ class VideoWriter:
             self._tmp.unlink(missing_ok=True)
             raise
         os.replace(self._tmp, self.path)
+        self.finalized = True
 
     def abort(self) -> None:
         """Discard the output (used when nothing was written)."""
