@@ -314,7 +314,7 @@ def main() -> None:
         if args.gpu:
             if not torch.cuda.is_available():
                 raise SystemExit("--gpu: torch sees no CUDA device")
-            from edgeseg.runtime.artifacts import BuildArtifacts
+            from edgeseg.build_folder import BuildArtifacts
 
             bundle = bundle or BuildArtifacts.from_dir(build).checkpoint()
             if bundle is None:

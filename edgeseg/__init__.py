@@ -4,15 +4,39 @@ Importing the package is cheap: it pulls in neither TensorRT nor ONNX Runtime. H
 imported lazily by the modules that use them.
 """
 
+from __future__ import annotations
+
 from typing import TYPE_CHECKING, Any
 
 from edgeseg.errors import EdgesegError
 
 if TYPE_CHECKING:
     from edgeseg.runtime import Segmenter, SegResult
+    from edgeseg.stages import BuildResult, Reporter
 
-__all__ = ["EdgesegError", "Segmenter", "SegResult", "__version__"]
+__all__ = ["EdgesegError", "Segmenter", "SegResult", "__version__", "build"]
 __version__ = "0.1.0"
+
+
+def build(model: str | None = None, *, reporter: Reporter | None = None, **options: Any) -> BuildResult:
+    """Build a model into a validated deployment folder: what ``edgeseg build`` does, from Python.
+
+    Args:
+        model: a bundle path or a zoo preset name. Defaults to the shipped demo model.
+        reporter: receives progress (:class:`edgeseg.stages.Reporter`). Defaults to silent.
+        **options: any :class:`edgeseg.stages.BuildOptions` field (``precision="int8"``,
+            ``calib_data=...``, ``out_dir=...``).
+
+    Returns:
+        The :class:`edgeseg.stages.BuildResult` (folder, precision, report, per-stage summary).
+
+    Raises:
+        EdgesegError: bad options or input; :class:`edgeseg.errors.AccuracyGateError` when the
+            built precision misses its accuracy gate.
+    """
+    from edgeseg.stages import Build, BuildOptions
+
+    return Build(BuildOptions(model=model, **options), reporter).run()
 
 
 def __getattr__(name: str) -> Any:

@@ -255,7 +255,7 @@ def plan_cases(
         ``(cases, skipped, input_size)``: runnable cases, ``{case: reason}`` for those that cannot
         run here, and the model's ``(H, W)`` when a card tells it.
     """
-    from edgeseg.runtime.artifacts import BuildArtifacts
+    from edgeseg.build_folder import BuildArtifacts
 
     wanted = set(backends or ("torch", "onnxruntime", "tensorrt"))
     unknown = wanted - {"torch", "onnxruntime", "tensorrt"}
@@ -298,38 +298,26 @@ def plan_cases(
             if not trt_ok:
                 skipped[name] = trt_reason
                 continue
-            cases.append(RunnerCase(name, "tensorrt", precision, "cuda", _trt_factory(engine)))
+            cases.append(_artifact_case(engine, "tensorrt", precision.value, "cuda"))
     return cases, skipped, tuple(input_size) if input_size else None  # type: ignore[return-value]
 
 
-def _trt_factory(engine: Path) -> Callable[[], BaseRunner]:
-    def make() -> BaseRunner:
-        from edgeseg.runners.trt import TrtRunner
+def _artifact_case(path: Path, backend: str, precision: str, device: str,
+                   threads: int | None = None) -> RunnerCase:
+    from edgeseg.runners.loader import runner_for
 
-        return TrtRunner(engine)
-
-    return make
+    return RunnerCase(f"{'onnxrt' if backend == 'onnxruntime' else backend} {path.name}", backend, precision,
+                      device, lambda: runner_for(path, precision, threads=threads))
 
 
 def _ort_case(path: Path, threads: int | None) -> RunnerCase:
-    import onnxruntime as ort
+    import onnx
 
-    from edgeseg.runners.onnxrt import OnnxrtRunner
-    from edgeseg.runtime.backends import ort_session_config
+    from edgeseg.build_folder import graph_precision
+    from edgeseg.runners.loader import ort_has_cuda
 
-    precision = "int8" if "int8" in path.name else "fp16" if "fp16" in path.name else "fp32"
-    gpu = "CUDAExecutionProvider" in ort.get_available_providers()
-    # On the CPU, Q/DQ and FP16 graphs run as written (ORT's CPU fusions would rewrite them).
-    level = "all" if gpu or precision == "fp32" else "disabled"
-    return RunnerCase(
-        f"onnxrt {path.name}",
-        "onnxruntime",
-        precision,
-        "cuda" if gpu else "cpu",
-        lambda: OnnxrtRunner(
-            path, graph_optimization=level, intra_op_threads=threads, session_config=ort_session_config(gpu)
-        ),
-    )
+    precision = graph_precision(onnx.load(str(path), load_external_data=False)).value
+    return _artifact_case(path, "onnxruntime", precision, "cuda" if ort_has_cuda() else "cpu", threads)
 
 
 def _torch_cases(bundle: Path, fused: bool, skipped: dict[str, str]) -> list[BenchCase]:
@@ -457,7 +445,8 @@ def cpu_info() -> dict[str, Any]:
         for line in f:
             key, _, value = line.partition(":")
             key = key.strip()
-            if key in ("model name", "vendor_id", "flags", "Features", "CPU implementer") and key not in fields:
+            wanted = key in ("model name", "vendor_id", "flags", "Features", "CPU implementer")
+            if wanted and key not in fields:
                 fields[key] = value.strip()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     return {

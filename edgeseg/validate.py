@@ -37,15 +37,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg._io import read_json, write_json
+from edgeseg.build_folder import REPORT_FILE, BuildArtifacts, read_report, write_report
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.runners.base import BaseRunner
 from edgeseg.trt import EngineMismatchError
 
 __all__ = [
-    "REPORT_FORMAT",
-    "REPORT_NAME",
     "GRID_NAME",
     "Tolerances",
     "Candidate",
@@ -55,11 +53,7 @@ __all__ = [
     "report_table",
 ]
 
-REPORT_FORMAT = "edgeseg.validation/1"
-REPORT_NAME = "report.json"
 GRID_NAME = "validation.png"
-_PRECISION_ORDER = {"fp32": 0, "fp16": 1, "int8": 2}
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -111,50 +105,43 @@ class Candidate:
     graph_optimization: str | None = None
 
 
-def _precision_of(onnx_name: str) -> str:
-    return next((p for p in ("int8", "fp16") if f".{p}." in onnx_name), "fp32")
+def find_candidates(artifacts: BuildArtifacts, plugin_libs: Sequence[str | os.PathLike[str]] = ()
+                    ) -> tuple[list[Candidate], list[dict]]:
+    """Candidates of a build folder, and the artifacts that cannot be run here (with why).
 
-
-def find_candidates(build_dir: Path, engines: dict[str, Path], onnx: dict[str, Path],
-                    plugin_libs: Sequence[str | os.PathLike[str]] = ()) -> tuple[list[Candidate], list[dict]]:
-    """Candidates of a build directory, and the artifacts that cannot be run here (with why).
+    Every artifact is checked against the sha256 its build stage recorded before it is opened.
 
     Args:
-        build_dir: the build directory (for messages).
-        engines: precision → engine file present.
-        onnx: file name → ONNX file present.
+        artifacts: the build folder's contents.
         plugin_libs: TensorRT plugin libraries for the engines.
 
     Returns:
         ``(candidates, skipped)``; each skipped entry has ``backend``, ``precision``, ``artifact``,
         ``reason``.
     """
-    from edgeseg.runners.onnxrt import OnnxrtRunner
-    from edgeseg.runners.trt import TrtRunner
+    from edgeseg.runners.loader import ort_has_cuda, ort_settings, runner_for
     from edgeseg.trt import tensorrt_available
 
     candidates: list[Candidate] = []
+    graphs = [(artifacts.precision_of(path), path) for path in artifacts.onnx.values()]
     # Most accurate first, so the table and the picture read from fp32 down to int8.
-    for name, path in sorted(onnx.items(), key=lambda kv: (_PRECISION_ORDER[_precision_of(kv[0])], kv[0])):
-        precision = _precision_of(name)
-        # Q/DQ and FP16 graphs must run as written (see the module docstring).
-        level = "all" if precision == "fp32" else "disabled"
+    for precision, path in sorted(graphs, key=lambda pp: (pp[0].rank, pp[1].name)):
+        artifacts.verify(path)
         candidates.append(Candidate(
-            "onnxrt", precision, path,
-            functools.partial(OnnxrtRunner, path, graph_optimization=level),
-            graph_optimization=level))
+            "onnxrt", precision.value, path, functools.partial(runner_for, path, precision),
+            graph_optimization=ort_settings(precision, gpu=ort_has_cuda()).graph_optimization))
     skipped: list[dict] = []
     ok, reason = tensorrt_available()
-    for precision, path in sorted(engines.items(), key=lambda kv: _PRECISION_ORDER[kv[0]]):
+    for precision, path in sorted(artifacts.engines.items(), key=lambda kv: kv[0].rank):
         if not ok:
-            skipped.append({"backend": "tensorrt", "precision": precision, "artifact": str(path),
+            skipped.append({"backend": "tensorrt", "precision": precision.value, "artifact": str(path),
                             "reason": reason})
             continue
-        candidates.append(Candidate(
-            "tensorrt", precision, path,
-            functools.partial(TrtRunner, path, plugin_libs=plugin_libs)))
+        artifacts.verify(path)
+        candidates.append(Candidate("tensorrt", precision.value, path,
+                                    functools.partial(runner_for, path, plugin_libs=plugin_libs)))
     if not candidates:
-        raise EdgesegError(f"{build_dir}: nothing to validate (no model*.onnx and no runnable engine)")
+        raise EdgesegError(f"{artifacts.root}: nothing to validate (no model*.onnx and no runnable engine)")
     return candidates, skipped
 
 
@@ -180,20 +167,14 @@ def _inputs(card: ModelCard, data: str | None, images: str | os.PathLike[str] | 
         if data is not None:
             raise EdgesegError("give either a dataset spec (--data) or a folder of images (--images), "
                                "not both")
-        from edgeseg.data._base import read_image
+        from edgeseg.data.images import find_images, preprocess_image
 
         folder = Path(images)
-        if not folder.is_dir():
-            raise EdgesegError(f"{folder}: image folder not found")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)[:num_images]
-        if not files:
-            raise EdgesegError(f"{folder}: no images ({', '.join(_IMAGE_SUFFIXES)})")
+        files = find_images(folder)[:num_images]
 
         def from_folder() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
             for f in files:
-                rgb = torch.from_numpy(read_image(f)).permute(2, 0, 1).float().div_(255)
-                x, _ = transform(rgb, torch.zeros(rgb.shape[1:], dtype=torch.int64))
-                yield x, None
+                yield preprocess_image(f, transform), None
 
         return _Inputs(from_folder(), len(files), str(folder), labelled=False)
 
@@ -214,27 +195,6 @@ def _inputs(card: ModelCard, data: str | None, images: str | os.PathLike[str] | 
             yield x, mask
 
     return _Inputs(from_dataset(), total, spec, labelled=True)
-
-
-# --- running --------------------------------------------------------------------------------
-def _run(runner: BaseRunner, x: np.ndarray) -> np.ndarray:
-    """One image through a runner; pads to a static batch if the artifact has one."""
-    (meta,) = runner.get_input_metadata()
-    batch = meta.shape[0]
-    feed = x
-    if isinstance(batch, int) and batch > 1:
-        feed = np.concatenate([x, np.zeros((batch - 1, *x.shape[1:]), x.dtype)])
-    out = runner.infer({meta.name: feed})
-    value = out.get("logits", out.get("labels"))
-    if value is None:
-        if len(out) != 1:
-            raise EdgesegError(f"{runner.name}: expected output 'logits' or 'labels', got {sorted(out)}")
-        value = next(iter(out.values()))
-    return np.asarray(value)[:1]
-
-
-def _labels(out: np.ndarray) -> np.ndarray:
-    return out.argmax(1)[0] if out.ndim == 4 else out[0]
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:
@@ -262,6 +222,7 @@ def validate(
     grid_images: int = 4,
     plugin_libs: Sequence[str | os.PathLike[str]] = (),
     write: bool = True,
+    report_name: str = REPORT_FILE,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Compare every artifact of a build with the PyTorch reference; write ``report.json`` and a PNG.
@@ -278,7 +239,9 @@ def validate(
             an existing ``report.json``, else a description of the engines present.
         grid_images: how many images the PNG grid shows (0: no picture). Defaults to 4.
         plugin_libs: TensorRT plugin libraries for engines.
-        write: write ``report.json`` and the PNG into ``build_dir``. Defaults to True.
+        write: write the report and the PNG into ``build_dir``. Defaults to True.
+        report_name: the report's file name in ``build_dir``. Defaults to ``report.json`` (the
+            build's own; scoring other data goes to another name so it never replaces it).
         progress: show a progress bar on stderr. Defaults to True.
 
     Returns:
@@ -288,9 +251,9 @@ def validate(
         EdgesegError: bad build directory, missing reference, unreadable data.
     """
     from edgeseg.checkpoint import load_model
-    from edgeseg.metrics import Agreement, ConfusionMatrix
+    from edgeseg.compare import infer
+    from edgeseg.metrics import Agreement, ConfusionMatrix, to_labels
     from edgeseg.runners.torch import TorchRunner
-    from edgeseg.runtime.artifacts import BuildArtifacts
 
     root = Path(build_dir)
     artifacts = BuildArtifacts.from_dir(root)
@@ -304,7 +267,7 @@ def validate(
     if (ref_card.num_classes, tuple(ref_card.input_size)) != (card.num_classes, tuple(card.input_size)):
         raise EdgesegError(f"{ckpt} ({ref_card.num_classes} classes, input {ref_card.input_size}) is not the "
                            f"model of {root} ({card.num_classes} classes, input {card.input_size})")
-    candidates, skipped = find_candidates(root, artifacts.engines, artifacts.onnx, plugin_libs)
+    candidates, skipped = find_candidates(artifacts, plugin_libs)
     inputs = _inputs(card, data, images, num_images)
     names = card.class_names or [str(i) for i in range(card.num_classes)]
 
@@ -332,23 +295,26 @@ def validate(
                     errors[i] = str(e)
         for x, mask in _progress(inputs, progress):
             batch = x[None].numpy()
-            ref_out = _run(reference, batch)
-            target = mask[None] if mask is not None else _ref_target(ref_out)
-            reference_cm.update(_labels(ref_out)[None], target)
+            ref_out = infer(reference, batch)
+            ref_labels = to_labels(ref_out)
+            # Without labels the reference's own prediction is the ground truth.
+            target = mask[None] if mask is not None else ref_labels
+            reference_cm.update(ref_labels, target)
             outs: list[np.ndarray | None] = []
             for i, runner in enumerate(active):
                 if runner is None or errors[i] is not None:
                     outs.append(None)
                     continue
                 try:
-                    out = _run(runner, batch)
+                    out = infer(runner, batch)
                     agreements[i].update(ref_out, out, target)
                 except EdgesegError as e:
                     errors[i], out = str(e), None
                 times[i].append(runner.last_inference_time() or 0.0)
                 outs.append(out)
             if len(grid_rows) < grid_images:
-                grid_rows.append((x, _labels(ref_out), [None if o is None else _labels(o) for o in outs]))
+                grid_rows.append((x, ref_labels[0].numpy(),
+                                  [None if o is None else to_labels(o)[0].numpy() for o in outs]))
 
     ran = [i for i, runner in enumerate(active) if runner is not None or errors[i] is not None]
     results = [_candidate_result(candidates[i], agreements[i], errors[i], times[i], tolerances, names)
@@ -356,7 +322,6 @@ def validate(
     ref = reference_cm.compute()
     passed = bool(results) and all(r["passed"] for r in results)
     report: dict[str, Any] = {
-        "format": REPORT_FORMAT,
         "build": str(root),
         "reference": {"backend": "torch", "precision": "fp32", "artifact": str(ckpt),
                       "miou": _round(ref.miou), "pa": _round(ref.pa),
@@ -374,13 +339,8 @@ def validate(
         if grid_rows:
             report["grid"] = GRID_NAME
             _write_grid(root / GRID_NAME, grid_rows, results, ran, card)
-        write_json(root / REPORT_NAME, report)
+        write_report(root, report, report_name)
     return report
-
-
-def _ref_target(ref_out: np.ndarray) -> torch.Tensor:
-    """Without labels the reference's own prediction is the ground truth."""
-    return torch.from_numpy(np.ascontiguousarray(ref_out.argmax(1) if ref_out.ndim == 4 else ref_out))
 
 
 def _progress(inputs: _Inputs, enabled: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -434,12 +394,10 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
 
 def _engine_status(root: Path, engines: dict[str, Path], skipped: list[dict]) -> dict[str, Any]:
     """The build's own ``engine`` entry when a report has one, else what the directory shows."""
-    existing = root / REPORT_NAME
-    if existing.is_file():
-        with contextlib.suppress(EdgesegError):
-            previous = read_json(existing)
-            if isinstance(previous, dict) and isinstance(previous.get("engine"), dict):
-                return previous["engine"]
+    with contextlib.suppress(EdgesegError):
+        previous = read_report(root)
+        if previous is not None and isinstance(previous.get("engine"), dict):
+            return previous["engine"]
     if not engines:
         return {"status": "not_built", "reason": f"no model.<precision>.engine in {root}"}
     reasons = [s["reason"] for s in skipped if s["backend"] == "tensorrt"]

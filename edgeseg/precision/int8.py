@@ -82,21 +82,40 @@ class Int8Result:
     seconds: float = 0.0
 
 
+def _checksum_path(path: str | os.PathLike[str]) -> Path:
+    return Path(os.fspath(path) + ".sha256")
+
+
 def write_calibration_cache(path: str | os.PathLike[str], amax: dict[str, float]) -> None:
     """Write activation scales (``amax / 127``) as a TensorRT calibration cache, atomically.
 
-    The header names TensorRT's calibrator format (the line tools check); the values are ours.
+    The header names TensorRT's calibrator format (the line tools check); the values are ours. A
+    ``<cache>.sha256`` file beside it records the content's hash, written last, so a cache cut short
+    by a crash or edited by hand is detected (:func:`read_calibration_cache`) instead of trusted.
     """
-    from edgeseg._io import atomic_write
+    from edgeseg._io import atomic_write, sha256_bytes
 
+    lines = [f"{name}: {struct.pack('!f', v / _QMAX).hex()}\n" for name, v in amax.items()]
+    text = _CACHE_HEADER + "\n" + "".join(lines)
     with atomic_write(path, "w") as f:
-        f.write(_CACHE_HEADER + "\n")
-        for name, value in amax.items():
-            f.write(f"{name}: {struct.pack('!f', value / _QMAX).hex()}\n")
+        f.write(text)
+    with atomic_write(_checksum_path(path), "w") as f:
+        f.write(sha256_bytes(text.encode()) + "\n")
 
 
 def read_calibration_cache(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Read a TensorRT calibration cache back to ``{tensor: amax}``."""
+    """Read a calibration cache back to ``{tensor: amax}``, checking it against its recorded hash.
+
+    Raises:
+        EdgesegError: the file or its ``.sha256`` is missing, the hash differs, or a line is malformed.
+    """
+    from edgeseg._io import sha256_file
+
+    checksum = _checksum_path(path)
+    if not checksum.is_file():
+        raise EdgesegError(f"{path}: no {checksum.name} beside it (written by an interrupted or older build)")
+    if sha256_file(path) != checksum.read_text().strip():
+        raise EdgesegError(f"{path}: content does not match {checksum.name} (truncated or edited)")
     out = {}
     lines = Path(path).read_text().splitlines()
     for line in lines[1:]:

@@ -6,8 +6,7 @@
    the engine's metadata matches this machine (the TensorRT runner refuses a mismatched engine
    with an :class:`~edgeseg.errors.EdgesegError` instead of crashing inside TensorRT);
 2. **onnxruntime**: the ONNX graph of that precision, on the CUDA provider when this onnxruntime
-   has it, else on the CPU. Q/DQ and FP16 graphs run with graph optimisations disabled on the CPU:
-   ORT's CPU fusions would otherwise rewrite them into something TensorRT never executes;
+   has it, else on the CPU, with the session options of :func:`edgeseg.runners.loader.ort_settings`;
 3. **torch**: the PyTorch bundle (``.pt``), optionally with the fused DDC op (``fused=True``).
 
 Forcing a backend (``backend="tensorrt"``) skips the others and turns the reason into an error.
@@ -20,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg.build_folder import BuildArtifacts, Precision
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.runners.base import BaseRunner
-from edgeseg.runtime.artifacts import BuildArtifacts
 
-__all__ = ["BACKENDS", "OpenedBackend", "open_backend", "cuda_available", "ort_session_config"]
+__all__ = ["BACKENDS", "OpenedBackend", "open_backend", "cuda_available"]
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 
@@ -38,7 +37,7 @@ class OpenedBackend:
         runner: the backend.
         card: the model card (preprocessing, classes, palette).
         backend: ``"tensorrt"``, ``"onnxruntime"`` or ``"torch"``.
-        precision: ``"fp32"``, ``"fp16"`` or ``"int8"``.
+        precision: the precision of the artifact it runs.
         device: where inputs should live for this runner (``"cuda"`` or ``"cpu"``).
         source: the file the runner executes.
         skipped: ``{backend: reason}`` for candidates ``auto`` passed over.
@@ -47,7 +46,7 @@ class OpenedBackend:
     runner: BaseRunner
     card: ModelCard
     backend: str
-    precision: str
+    precision: Precision
     device: str
     source: Path
     skipped: dict[str, str] = field(default_factory=dict)
@@ -58,12 +57,6 @@ def cuda_available() -> bool:
     import torch
 
     return torch.cuda.is_available()
-
-
-def _ort_has_cuda() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def open_backend(
@@ -97,14 +90,14 @@ def open_backend(
         return _open_torch(p, fused=fused, device=device, skipped={})
     if p.is_file() and p.suffix in (".onnx", ".engine"):
         artifacts = BuildArtifacts.from_dir(p.parent)
-        file_precision = _precision_of(p, artifacts)
+        file_precision = artifacts.precision_of(p)
         kind = "tensorrt" if p.suffix == ".engine" else "onnxruntime"
         if backend not in ("auto", kind):
             raise EdgesegError(f"{p}: a {p.suffix} file runs on {kind}, not {backend}")
         opener = _open_trt if kind == "tensorrt" else _open_ort
         return opener(p, artifacts.card, file_precision, skipped={})
     artifacts = BuildArtifacts.from_dir(p)
-    precision = precision or artifacts.default_precision()
+    precision = Precision.parse(precision) if precision else artifacts.default_precision()
     if precision not in artifacts.precisions():
         raise EdgesegError(f"{p}: no {precision} artifact (the build has {artifacts.precisions()})")
     skipped: dict[str, str] = {}
@@ -138,15 +131,7 @@ def open_backend(
     raise EdgesegError(f"{p}: no backend can run this build ({details})")
 
 
-def _precision_of(path: Path, artifacts: BuildArtifacts) -> str:
-    for precision in ("fp32", "fp16", "int8"):
-        if artifacts.engines.get(precision) == path or artifacts.onnx_for(precision) == path:
-            return precision
-    # A file outside the naming contract (e.g. copied by hand): trust its name, default to fp32.
-    return next((q for q in ("int8", "fp16") if q in path.name), "fp32")
-
-
-def _open_trt(engine: Path, card: ModelCard, precision: str, skipped: dict[str, str]) -> OpenedBackend:
+def _open_trt(engine: Path, card: ModelCard, precision: Precision, skipped: dict[str, str]) -> OpenedBackend:
     from edgeseg.trt import tensorrt_available
 
     ok, reason = tensorrt_available()
@@ -164,25 +149,13 @@ def _open_trt(engine: Path, card: ModelCard, precision: str, skipped: dict[str, 
     return OpenedBackend(runner, card, "tensorrt", precision, device, engine, skipped)
 
 
-def ort_session_config(on_gpu: bool) -> dict[str, str]:
-    """ONNX Runtime session entries the runtime uses (the benchmark uses the same ones).
+def _open_ort(graph: Path, card: ModelCard, precision: Precision, skipped: dict[str, str]) -> OpenedBackend:
+    from edgeseg.runners.loader import ort_has_cuda, runner_for
 
-    ORT's CPU worker threads busy-wait between runs by default. In a pipeline, and on shared CPUs,
-    that spinning steals the cores that decoding and pre/postprocessing need: measured on 2 cores,
-    torch postprocessing ran 5x slower beside a spinning session, and ORT itself about 2x slower.
-    """
-    return {} if on_gpu else {"session.intra_op.allow_spinning": "0"}
-
-
-def _open_ort(graph: Path, card: ModelCard, precision: str, skipped: dict[str, str]) -> OpenedBackend:
-    from edgeseg.runners.onnxrt import OnnxrtRunner
-
-    on_gpu = _ort_has_cuda()
-    optimization = "all" if on_gpu or precision == "fp32" else "disabled"
-    runner = OnnxrtRunner(graph, graph_optimization=optimization, session_config=ort_session_config(on_gpu))
+    runner = runner_for(graph, precision)
     # ORT takes host arrays; preprocessing still runs on the GPU when torch has one, and only the
     # network input (smaller than the frame) crosses to the host.
-    device = "cuda" if on_gpu and cuda_available() else "cpu"
+    device = "cuda" if ort_has_cuda() and cuda_available() else "cpu"
     return OpenedBackend(runner, card, "onnxruntime", precision, device, graph, skipped)
 
 
@@ -199,7 +172,7 @@ def _open_torch(
     if fused:
         model = _fuse(model, checkpoint, dev)
     runner = TorchRunner(model, device=dev, name=f"torch{'+fused' if fused else ''}:{checkpoint.name}")
-    return OpenedBackend(runner, card, "torch", "fp32", dev, checkpoint, skipped)
+    return OpenedBackend(runner, card, "torch", Precision.FP32, dev, checkpoint, skipped)
 
 
 def _fuse(model: Any, checkpoint: Path, device: str) -> Any:

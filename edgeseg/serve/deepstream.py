@@ -35,8 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeseg._io import atomic_write
+from edgeseg._names import safe_name
+from edgeseg.build_folder import BuildArtifacts
 from edgeseg.errors import EdgesegError
-from edgeseg.runtime.artifacts import BuildArtifacts, onnx_io
+from edgeseg.export.graph_io import onnx_io
 
 __all__ = [
     "DeepStreamExport",
@@ -161,7 +163,8 @@ def export_deepstream(
     Args:
         build_dir: the build (``engines/<name>``).
         out_dir: destination folder (created if missing).
-        name: base name of the files. Defaults to the build directory's name.
+        name: base name of the files (letters, digits, ``_.-``; see :func:`edgeseg._names.safe_name`).
+            Defaults to the build directory's name.
         precision: which of the build's graphs. Defaults to the build's own.
         batch_size: nvinfer ``batch-size``. Defaults to the graph's static batch, else 1.
         gie_unique_id: nvinfer ``gie-unique-id``. Defaults to 1.
@@ -171,11 +174,12 @@ def export_deepstream(
 
     Raises:
         EdgesegError: the build's graph outputs labels (``--output argmax``) instead of logits, a bad
-            threshold, or a batch size the graph cannot take.
+            threshold or name, or a batch size the graph cannot take.
     """
+    # The name is part of file names in out_dir: it must not reach outside it.
+    name = safe_name(name or Path(build_dir).resolve().name, "DeepStream name")
     artifacts = BuildArtifacts.from_dir(build_dir)
     card = artifacts.card
-    name = name or artifacts.root.name
     precision = precision or artifacts.default_precision()
     graph = artifacts.onnx_for(precision)
     if graph is None:

@@ -21,15 +21,16 @@ only be exported for ONNX Runtime.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeseg._io import atomic_write, write_json
+from edgeseg._names import safe_name
+from edgeseg.build_folder import BuildArtifacts
 from edgeseg.errors import EdgesegError
-from edgeseg.runtime.artifacts import BuildArtifacts, OnnxTensor, onnx_io
+from edgeseg.export.graph_io import OnnxTensor, onnx_io
 from edgeseg.serve._pbtxt import Enum, dumps
 
 __all__ = ["TritonExport", "export_triton", "TRITON_DTYPES", "DEFAULT_MAX_BATCH"]
@@ -45,7 +46,6 @@ TRITON_DTYPES = {
     "BOOL": "TYPE_BOOL",
 }
 DEFAULT_MAX_BATCH = 8
-_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 @dataclass
@@ -89,7 +89,8 @@ def export_triton(
     Args:
         build_dir: the build (``engines/<name>``).
         repo: the model repository root (created if missing).
-        name: model name in Triton. Defaults to the build directory's name.
+        name: model name in Triton, and its folder (letters, digits, ``_.-``; see
+            :func:`edgeseg._names.safe_name`). Defaults to the build directory's name.
         backend: ``"tensorrt"``, ``"onnxruntime"`` or ``"auto"`` (the engine when the build has
             one, else ONNX). Defaults to auto.
         precision: which of the build's precisions. Defaults to the build's own.
@@ -105,12 +106,9 @@ def export_triton(
         EdgesegError: no engine for ``backend="tensorrt"``, an output Triton cannot type, a batch
             setting the graph cannot honour, or a bad name.
     """
+    # The name is the model's folder in the repository: it must not reach outside it.
+    name = safe_name(name or Path(build_dir).resolve().name, "Triton model name", parent=repo)
     artifacts = BuildArtifacts.from_dir(build_dir)
-    name = name or artifacts.root.name
-    if not _NAME.match(name):
-        raise EdgesegError(
-            f"model name {name!r} must be letters, digits, '_', '.' or '-' (it is a directory)"
-        )
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise EdgesegError(f"backend must be auto, tensorrt or onnxruntime, got {backend!r}")
     precision = precision or artifacts.default_precision()

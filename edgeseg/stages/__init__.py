@@ -1,43 +1,33 @@
-"""``edgeseg build``: the stage pipeline over a build folder (``engines/<name>/``).
+"""``edgeseg build``: the stages over a build folder (``engines/<name>/``) and their executor.
 
 Typical use::
 
-    from edgeseg.stages import Build, BuildOptions
+    import edgeseg
 
-    result = Build(BuildOptions(precision="int8")).run()   # the shipped demo model
-    print(result.folder, result.engine_status)
+    result = edgeseg.build(precision="int8")          # the shipped demo model
+    print(result.folder, result.engine_status, result.report["passed"])
 
-See :mod:`edgeseg.stages.pipeline` for the stages and :mod:`edgeseg.stages.record` for
-``build.json``; ``engines/README.md`` documents the folder and ``report.json``.
+Where to look: :mod:`edgeseg.stages.executor` holds the list of stages and the executor,
+:mod:`~edgeseg.stages.export`, :mod:`~edgeseg.stages.precision` and :mod:`~edgeseg.stages.deploy`
+the stages, :mod:`~edgeseg.stages.context` what they share, :mod:`~edgeseg.stages.options` the
+options, and :mod:`edgeseg.build_folder` the folder's files (``build.json``, ``report.json``).
 """
 
-from edgeseg.stages.options import (
-    DEMO_CALIBRATION,
-    DEMO_MODEL,
-    PLUGINS,
-    PRECISIONS,
-    BuildOptions,
-    ModelSource,
-    resolve_model,
-)
-from edgeseg.stages.pipeline import Build, BuildResult, Reporter, deploy_onnx_name, engine_name, finish_hint
-from edgeseg.stages.record import BUILD_FORMAT, BuildRecord, StageRecord
+from edgeseg.stages.context import BuildContext, Reporter, finish_hint
+from edgeseg.stages.executor import STAGES, Build, BuildResult, stage_names
+from edgeseg.stages.options import DEMO_CALIBRATION, PLUGINS, BuildOptions, ModelSource, resolve_model
 
 __all__ = [
-    "BUILD_FORMAT",
     "DEMO_CALIBRATION",
-    "DEMO_MODEL",
     "PLUGINS",
-    "PRECISIONS",
+    "STAGES",
     "Build",
+    "BuildContext",
     "BuildOptions",
-    "BuildRecord",
     "BuildResult",
     "ModelSource",
     "Reporter",
-    "StageRecord",
-    "deploy_onnx_name",
-    "engine_name",
     "finish_hint",
     "resolve_model",
+    "stage_names",
 ]

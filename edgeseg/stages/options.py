@@ -8,14 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.assets import DEMO_MODEL
+from edgeseg.build_folder import Precision
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import DEFAULT_OPSET
 
 __all__ = [
     "BuildOptions",
     "ModelSource",
-    "PRECISIONS",
-    "STAGES",
     "PLUGINS",
     "DEMO_MODEL",
     "DEMO_CALIBRATION",
@@ -23,9 +22,6 @@ __all__ = [
     "resolve_model",
 ]
 
-PRECISIONS = ("fp32", "fp16", "int8")
-#: Build stages that ``--rerun`` can name, in pipeline order (the engine stage always runs).
-STAGES = ("card", "export", "simplify", "fp16", "calibrate", "quantize", "validate")
 #: ``--plugin`` values: the fused DDC block exported as the ``EdgesegFusedDDC`` TensorRT plugin.
 PLUGINS = ("fused-ddc",)
 #: Manifest (in ``edgeseg/assets/calibration/``) of the demo model's calibration and validation data.
@@ -81,7 +77,7 @@ class BuildOptions:
             build.json). Defaults to none.
     """
 
-    precision: str | None = None
+    precision: Precision | None = None
     model: str | None = None
     name: str | None = None
     out_dir: Path = Path("engines")
@@ -118,8 +114,8 @@ class BuildOptions:
         if self.opset is None:
             self.opset = DEFAULT_OPSET
 
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise EdgesegError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision is not None:
+            self.precision = Precision.parse(self.precision, "--precision")
         if self.calib_method not in CALIBRATION_METHODS:
             raise EdgesegError(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                                f"got {self.calib_method!r}")
@@ -136,10 +132,6 @@ class BuildOptions:
             raise EdgesegError(f"--output must be logits or argmax, got {self.output!r}")
         if self.plugin is not None and self.plugin not in PLUGINS:
             raise EdgesegError(f"--plugin must be one of {', '.join(PLUGINS)}, got {self.plugin!r}")
-        unknown = sorted(set(self.rerun) - set(STAGES))
-        if unknown:
-            raise EdgesegError(f"--rerun: unknown stage(s) {', '.join(unknown)} "
-                               f"(stages: {', '.join(STAGES)})")
         if self.workspace is not None and self.workspace <= 0:
             raise EdgesegError(f"--workspace must be > 0 GiB, got {self.workspace}")
         if self.dla_core is not None and self.shapes is not None and len(set(self.shapes)) > 1:
@@ -148,7 +140,8 @@ class BuildOptions:
                                "DLA engines need one batch size (use --batch)")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (os.fspath(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        plain = {Path: os.fspath, Precision: str}
+        return {k: plain.get(type(v), lambda x: x)(v) for k, v in asdict(self).items()}
 
     def _apply_target(self, target: str) -> None:
         """Fill the options left None from the target profile's ``[build]`` table."""

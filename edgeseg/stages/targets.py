@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgeseg.stages.options import PRECISIONS
 from edgeseg.assets import TARGETS_DIR
+from edgeseg.build_folder import Precision
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import MAX_OPSET, MIN_OPSET
 from edgeseg.trt._import import MIN_TENSORRT_MAJOR
@@ -168,8 +168,8 @@ def load_target(target: str | Path) -> TargetProfile:
 def _build_defaults(path: Path, table: dict[str, Any]) -> BuildDefaults:
     _check_keys(path, table, _BUILD_KEYS, "build.")
     precision = _typed(path, "build.precision", table.get("precision"), str)
-    if precision is not None and precision not in PRECISIONS:
-        raise EdgesegError(f"{path}: build.precision must be one of {', '.join(PRECISIONS)}, "
+    if precision is not None and precision not in [p.value for p in Precision]:
+        raise EdgesegError(f"{path}: build.precision must be one of {', '.join(p.value for p in Precision)}, "
                            f"got {precision!r}")
     workspace = _typed(path, "build.workspace", table.get("workspace"), float)
     if workspace is not None and workspace <= 0:

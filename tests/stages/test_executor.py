@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from edgeseg._io import read_json, sha256_file
-from edgeseg.stages import Build, BuildOptions, BuildRecord, Reporter
+from edgeseg.build_folder import BuildRecord
+from edgeseg.stages import Build, BuildOptions, Reporter
 from edgeseg.checkpoint import ModelCard, save_model
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
@@ -137,14 +138,14 @@ def test_rerun_forces_one_stage(int8_build: tuple, workspace: dict[str, Path],
     assert len(calls) == 1 and reporter.stages["calibrate"] == "done"
     assert reporter.stages["export"] == "cached"
     with pytest.raises(EdgesegError, match="--rerun: unknown stage"):
-        _options(workspace, rerun=("engine",))
+        Build(_options(workspace, rerun=("engine",))).run()
 
 
 @NO_TRT
 def test_from_onnx_and_require_engine(int8_build: tuple, capsys: pytest.CaptureFixture) -> None:
     result, _ = int8_build
     onnx_path = result.folder / "model.int8.onnx"
-    with pytest.raises(EdgesegError, match="the graph is int8, but --precision fp16"):
+    with pytest.raises(EdgesegError, match="the graph holds int8 .read from its nodes., but --precision fp16"):
         Build(BuildOptions(from_onnx=onnx_path, precision="fp16")).run()
     # Skips export and calibration, reuses the validation, then refuses to skip the engine.
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,114 @@
+"""The one place an artifact becomes a runner, and where ONNX Runtime's session options are decided.
+
+=====================  ==============================================================
+artifact               runner
+=====================  ==============================================================
+``*.pt`` bundle        :class:`~edgeseg.runners.torch.TorchRunner` (FP32 reference)
+``*.onnx`` (any)       :class:`~edgeseg.runners.onnxrt.OnnxrtRunner`, options below
+``*.engine``           :class:`~edgeseg.runners.trt.TrtRunner`
+=====================  ==============================================================
+
+The runtime (:mod:`edgeseg.runtime.backends`), validation, the benchmark and the accuracy guard all
+open artifacts here, so a graph is judged under the same ONNX Runtime settings everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeseg.build_folder import Precision
+from edgeseg.errors import EdgesegError
+from edgeseg.runners.base import BaseRunner
+
+__all__ = ["OrtSettings", "ort_has_cuda", "ort_settings", "runner_for"]
+
+
+def ort_has_cuda() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """How ONNX Runtime runs one graph.
+
+    Attributes:
+        graph_optimization: ``"all"`` or ``"disabled"`` (see :func:`ort_settings`).
+        session_config: ``SessionOptions`` entries.
+    """
+
+    graph_optimization: str
+    session_config: dict[str, str]
+
+
+def ort_settings(precision: Precision | str, *, gpu: bool) -> OrtSettings:
+    """ONNX Runtime settings for a graph of ``precision``.
+
+    * On the CPU, Q/DQ and FP16 graphs run with graph optimizations disabled, so they execute as
+      written (Q/DQ as float fake-quantization, FP16 casts kept), which is how the accuracy guard
+      and validation judge them; ORT's CPU fusions would otherwise turn them into integer kernels
+      that TensorRT never runs. FP32 graphs, and every graph on the CUDA provider, use all
+      optimizations.
+    * ORT's CPU worker threads busy-wait between runs by default. In a pipeline, and on shared
+      CPUs, that spinning steals the cores that decoding and pre/postprocessing need: measured on 2
+      cores, torch postprocessing ran 5x slower beside a spinning session, and ORT itself about 2x
+      slower. So CPU sessions do not spin.
+    """
+    p = Precision.parse(precision)
+    level = "all" if gpu or p is Precision.FP32 else "disabled"
+    return OrtSettings(level, {} if gpu else {"session.intra_op.allow_spinning": "0"})
+
+
+def runner_for(
+    artifact: str | os.PathLike[str],
+    precision: Precision | str | None = None,
+    *,
+    threads: int | None = None,
+    plugin_libs: Sequence[str | os.PathLike[str]] = (),
+    device: str | None = None,
+    name: str | None = None,
+) -> BaseRunner:
+    """An inactive runner for ``artifact``, chosen by its kind.
+
+    Args:
+        artifact: a ``.pt`` bundle, an ``.onnx`` graph or a TensorRT ``.engine``.
+        precision: the ONNX graph's precision. Defaults to what its nodes hold.
+        threads: ONNX Runtime intra-op threads. Defaults to ONNX Runtime's choice.
+        plugin_libs: TensorRT plugin libraries an engine needs. Defaults to none.
+        device: torch runner: ``"cpu"`` or ``"cuda"``. Defaults to CUDA when torch sees one.
+        name: the runner's display name. Defaults to the backend and the file name.
+
+    Raises:
+        EdgesegError: an unknown kind of file.
+    """
+    path = Path(artifact)
+    if path.suffix == ".onnx":
+        from edgeseg.runners.onnxrt import OnnxrtRunner
+
+        if precision is None:
+            import onnx
+
+            from edgeseg.build_folder import graph_precision
+
+            precision = graph_precision(onnx.load(os.fspath(path), load_external_data=False))
+        settings = ort_settings(precision, gpu=ort_has_cuda())
+        return OnnxrtRunner(path, graph_optimization=settings.graph_optimization,
+                            session_config=settings.session_config, intra_op_threads=threads, name=name)
+    if path.suffix == ".engine":
+        from edgeseg.runners.trt import TrtRunner
+
+        return TrtRunner(path, plugin_libs=plugin_libs)
+    if path.suffix == ".pt":
+        import torch
+
+        from edgeseg.checkpoint import load_model
+        from edgeseg.runners.torch import TorchRunner
+
+        model, _ = load_model(path)
+        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return TorchRunner(model, device=dev, name=name or f"torch:{path.name}")
+    raise EdgesegError(f"{path}: not a runnable artifact (expected .pt, .onnx or .engine)")

@@ -1,0 +1,232 @@
+"""What the stages of one build share: options, folder, record, model card, model and image sets.
+
+A :class:`BuildContext` is created by the executor and handed to every stage. It loads the model,
+the calibration images and the validation images at most once, on first use, so a build that
+resumes past a stage never pays for what that stage needed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeseg.build_folder import BuildRecord, Precision
+from edgeseg.checkpoint import ModelCard
+from edgeseg.errors import EdgesegError
+from edgeseg.stages.options import DEFAULT_PLUGIN_LIB, DEMO_CALIBRATION, BuildOptions, ModelSource
+
+__all__ = ["BuildContext", "Reporter", "finish_hint"]
+
+Progress = Callable[[int, int], None]
+
+
+def finish_hint(onnx_path: Path, target: str | None = None) -> str:
+    """The command that finishes a build on a machine with TensorRT (with the build's ``--target``)."""
+    return f"edgeseg build --from-onnx {onnx_path}" + (f" --target {target}" if target else "")
+
+
+class Reporter:
+    """Receives progress from a build; the CLI draws it with rich, the default is silent.
+
+    Attributes:
+        show_progress: whether stages that draw their own progress bars (validation) should.
+    """
+
+    show_progress = False
+
+    def stage(self, name: str, status: str, detail: str = "") -> None:
+        """A stage finished (``status``: done / cached / skipped / failed)."""
+
+    def note(self, message: str) -> None:
+        """A one-line message for the user."""
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Progress]:
+        """A long step with a known number of items; yields ``progress(done, total)``."""
+        yield lambda done, total: None
+
+
+@dataclass
+class BuildContext:
+    """The state one build's stages read and extend.
+
+    Attributes:
+        options: the build options.
+        reporter: progress sink.
+        folder: the build folder.
+        record: its ``build.json``.
+        precision: the precision being built.
+        source: the model the build starts from (None for ``--from-onnx``).
+        card: the model card, once the card stage (or ``--from-onnx``) has read it.
+        deploy: the graph TensorRT parses, once a precision stage has written it.
+        engine: the engine stage's outcome (``status``, ``reason``/``path`` ...).
+        report: the validation report, once validated.
+    """
+
+    options: BuildOptions
+    reporter: Reporter
+    folder: Path
+    record: BuildRecord
+    precision: Precision
+    source: ModelSource | None = None
+    card: ModelCard | None = None
+    deploy: Path | None = None
+    engine: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
+    _model: Any = None
+    _calibration: Any = None
+    _validation: Any = None
+
+    def path(self, name: str) -> Path:
+        return self.folder / name
+
+    def need_card(self) -> ModelCard:
+        if self.card is None:
+            raise EdgesegError(f"{self.folder}: no model card yet (the card stage has not run)")
+        return self.card
+
+    def check_compat(self, path: Path) -> dict[str, Any]:
+        """TensorRT-compatibility check of a graph a stage wrote; a rejected graph is deleted."""
+        from edgeseg.export.trt_compat import check_trt_compat
+
+        try:
+            report = check_trt_compat(path)
+        except EdgesegError:
+            # Never keep an artifact TensorRT would reject: the next run must not trust it.
+            path.unlink(missing_ok=True)
+            raise
+        return {"opset": report.opset, "nodes": report.num_nodes, "plugins": report.plugins,
+                "table": report.source}
+
+    # --- model ---------------------------------------------------------------------------------
+    def model(self) -> tuple[Any, ModelCard]:
+        """The PyTorch model and its card (loaded once)."""
+        if self._model is not None:
+            return self._model
+        source = self.source
+        if source is None:
+            raise EdgesegError("this build starts from an ONNX graph: there is no PyTorch model")
+        if source.kind == "checkpoint":
+            from edgeseg.checkpoint import load_model
+
+            model, card = load_model(source.ref)
+        else:
+            import torch
+
+            from edgeseg.models import build_model
+
+            # A preset has no trained weights: a seeded random init, to deploy and time the
+            # architecture (accuracy numbers are meaningless for it).
+            torch.manual_seed(0)
+            model = build_model(source.ref).eval()
+            config: Any = model.config
+            card = ModelCard(preset=source.ref, num_classes=int(config.num_classes))
+            self.reporter.note(f"--model {source.ref} is a preset: building it with random weights "
+                               "(for benchmarking; its accuracy means nothing)")
+        if self.options.input_size is not None:
+            card.input_size = tuple(self.options.input_size)  # type: ignore[assignment]
+        if self.options.plugin == "fused-ddc":
+            if not hasattr(model, "fuse"):
+                raise EdgesegError(f"--plugin fused-ddc: preset '{card.preset}' has no DDC blocks to fuse")
+            model = model.fuse()
+        self._model = (model, card)
+        return self._model
+
+    def checkpoint(self) -> Path | None:
+        """The PyTorch reference of this build: the source checkpoint, else what build.json recorded."""
+        if self.source is not None:
+            return self.source.path
+        recorded = (self.record.meta.get("options") or {}).get("checkpoint")
+        return Path(recorded) if recorded and Path(recorded).is_file() else None
+
+    def card_metadata(self) -> dict[str, str]:
+        return {"edgeseg.card": json.dumps(self.need_card().to_dict())}
+
+    # --- data ----------------------------------------------------------------------------------
+    def calibration_spec(self) -> str | None:
+        if self.options.calib_data:
+            return self.options.calib_data
+        if self.source is not None and self.source.is_demo:
+            return DEMO_CALIBRATION
+        card = self.need_card()
+        if card.dataset:
+            return _dataset_split(card.dataset, "train")
+        return None
+
+    def validation_data(self) -> tuple[str | None, int]:
+        """Dataset spec and image count the guard and validation score on."""
+        from edgeseg.precision.calibration import resolve_manifest
+
+        spec = self.options.val_data
+        size = self.options.val_size
+        if spec is None:
+            calib = self.calibration_spec()
+            manifest = resolve_manifest(calib) if calib else None
+            if manifest is not None and manifest.val_data:
+                spec = manifest.val_data
+                if self.options.val_size == BuildOptions.val_size and manifest.val_size:
+                    size = manifest.val_size
+            elif self.need_card().dataset:
+                spec = _dataset_split(self.need_card().dataset, "val")  # type: ignore[arg-type]
+        return spec, size
+
+    def calibration_set(self, required: bool) -> Any:
+        """The preprocessed calibration images (loaded once), or None when there are none."""
+        from edgeseg.precision.calibration import load_calibration_set
+
+        if self._calibration is not None:
+            return self._calibration
+        spec = self.calibration_spec()
+        if spec is None:
+            if required:
+                raise EdgesegError("INT8 needs calibration images: pass --calib-data (a folder of images, "
+                                   "KIND:ROOT[:split] or a manifest name such as demo)")
+            return None
+        card = self.need_card()
+        with self.reporter.task("loading calibration images", self.options.calib_size) as progress:
+            self._calibration = load_calibration_set(spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
+                                                     mean=card.mean, std=card.std,
+                                                     size=self.options.calib_size, progress=progress)
+        return self._calibration
+
+    def validation_set(self) -> Any:
+        """The validation images the guard tunes on (loaded once), or None without labelled data."""
+        from edgeseg.precision.calibration import load_validation_set
+
+        if self._validation is not None:
+            return self._validation
+        spec, size = self.validation_data()
+        if spec is None:
+            return None
+        card = self.need_card()
+        with self.reporter.task("loading validation images", size) as progress:
+            self._validation = load_validation_set(spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
+                                                   mean=card.mean, std=card.std, size=size, progress=progress)
+        return self._validation
+
+    def int8_agreement_gate(self) -> float:
+        """The guard aims at the same pixel agreement that validation will gate the INT8 graph on."""
+        from edgeseg.validate import Tolerances
+
+        if self.options.min_agreement is not None:
+            return self.options.min_agreement
+        return Tolerances().pixel_agreement[Precision.INT8.value]
+
+    def plugin_library(self) -> Path:
+        """The compiled ``EdgesegFusedDDC`` TensorRT plugin library (``--plugin-lib``)."""
+        path = Path(self.options.plugin_lib or DEFAULT_PLUGIN_LIB)
+        if not path.is_file():
+            raise EdgesegError(f"{path}: TensorRT plugin library not found; build it with `cmake -S cpp_ext "
+                               "-B build/trt && cmake --build build/trt` or pass --plugin-lib")
+        return path
+
+
+def _dataset_split(spec: str, split: str) -> str:
+    from edgeseg.data import parse_spec
+
+    kind, root, _ = parse_spec(spec)
+    return f"{kind}:{root}:{split}"
