@@ -118,8 +118,10 @@ def build_tools() -> dict[str, Any]:
 
 
 def tensorrt() -> dict[str, Any]:
-    from edgeseg.trt import tensorrt_available
-
+    try:
+        from edgeseg.trt import tensorrt_available
+    except ImportError as e:  # edgeseg.trt needs polygraphy, which a bare GPU machine may lack
+        return {"available": False, "reason": f"edgeseg.trt does not import ({e})"}
     ok, text = tensorrt_available()
     return {"available": ok, "version" if ok else "reason": text}
 
