@@ -36,7 +36,7 @@ import numpy as np
 
 from edgeseg._io import atomic_write
 from edgeseg._names import safe_name
-from edgeseg.build_folder import BuildArtifacts
+from edgeseg.build_folder import BuildArtifacts, Precision
 from edgeseg.errors import EdgesegError
 from edgeseg.export.graph_io import onnx_io
 
@@ -180,7 +180,7 @@ def export_deepstream(
     name = safe_name(name or Path(build_dir).resolve().name, "DeepStream name")
     artifacts = BuildArtifacts.from_dir(build_dir)
     card = artifacts.card
-    precision = precision or artifacts.default_precision()
+    precision = Precision.parse(precision) if precision else artifacts.default_precision()
     graph = artifacts.onnx_for(precision)
     if graph is None:
         raise EdgesegError(f"{artifacts.root}: no {precision} ONNX graph (have {artifacts.precisions()})")

@@ -28,7 +28,7 @@ from typing import Any
 
 from edgeseg._io import atomic_write, write_json
 from edgeseg._names import safe_name
-from edgeseg.build_folder import BuildArtifacts
+from edgeseg.build_folder import BuildArtifacts, Precision
 from edgeseg.errors import EdgesegError
 from edgeseg.export.graph_io import OnnxTensor, onnx_io
 from edgeseg.serve._pbtxt import Enum, dumps
@@ -111,7 +111,7 @@ def export_triton(
     artifacts = BuildArtifacts.from_dir(build_dir)
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise EdgesegError(f"backend must be auto, tensorrt or onnxruntime, got {backend!r}")
-    precision = precision or artifacts.default_precision()
+    precision = Precision.parse(precision) if precision else artifacts.default_precision()
     engine = artifacts.engines.get(precision)
     graph = artifacts.onnx_for(precision)
     if backend == "tensorrt" and engine is None:
