@@ -15,12 +15,14 @@ from PIL import Image
 from torch import nn
 
 from edgeseg._io import read_json, write_json
+from edgeseg.build_folder import BUILD_FORMAT, REPORT_FORMAT, BuildRecord
+from edgeseg.build_folder import REPORT_FILE as REPORT_NAME
 from edgeseg.checkpoint import ModelCard, save_model
 from edgeseg.cli import main
 from edgeseg.data.synthetic import SYNTHETIC_CLASSES, SYNTHETIC_PALETTE
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import EdgesegError, ExitCode
 from edgeseg.models import list_models, register_model
-from edgeseg.validate import GRID_NAME, REPORT_NAME, Tolerances, report_failures, validate
+from edgeseg.validate import GRID_NAME, Tolerances, report_failures, validate
 from edgeseg.visualize import HEADER_HEIGHT, tile_size
 
 SIZE = (32, 40)  # (H, W) the tiny model is exported at; not square, to catch H/W mix-ups
@@ -29,7 +31,6 @@ DATA = "synthetic::val"
 # flip the argmax: tests that are not about the FP16 gate use a looser FP16 threshold than the
 # default 99.9 % (meant for trained models at full resolution).
 LOOSE = Tolerances().with_overrides(fp16=99.0)
-BUILD_FORMAT = "edgeseg.build/1"  # the build.json format the build stage writes
 
 
 class ValidateTinyNet(nn.Module):
@@ -72,9 +73,18 @@ def build_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                       input_names=["images"], output_names=["logits"], external_data=False, verbose=False)
     fp16 = float16.convert_float_to_float16(onnx.load(root / "model.onnx"), keep_io_types=True)
     onnx.save(fp16, root / "model.fp16.onnx")
-    write_json(root / "build.json", {"format": BUILD_FORMAT,
-                                     "options": {"checkpoint": "model.pt", "precision": "fp16"}})
+    record = BuildRecord(root)  # build.json through its one writer: validate runs only recorded graphs
+    record.meta["options"] = {"checkpoint": "model.pt", "precision": "fp16"}
+    record.save()
+    _record(root, "model.onnx", "model.fp16.onnx")
     return root
+
+
+def _record(root: Path, *names: str) -> None:
+    """Record ``names`` as outputs of a build stage, as if the build had written them."""
+    record = BuildRecord(root)
+    record.record(f"stage-{'-'.join(names)}", inputs={}, options={},
+                  outputs={name: root / name for name in names})
 
 
 def _copy(build_dir: Path, tmp_path: Path) -> Path:
@@ -99,7 +109,8 @@ def test_validation_passes_and_writes_the_report(build_dir: Path, tmp_path: Path
     report = validate(root, data=DATA, num_images=6, tolerances=LOOSE, progress=False)
 
     assert report["passed"] and report_failures(report) == []
-    assert read_json(root / REPORT_NAME) == json.loads(json.dumps(report))
+    written = read_json(root / REPORT_NAME)
+    assert written.pop("format") == REPORT_FORMAT and written == json.loads(json.dumps(report))
     assert report["num_images"] == 6 and report["data"] == {"source": DATA, "ground_truth": "labels"}
     assert report["reference"]["backend"] == "torch" and report["reference"]["miou"] is not None
     assert report["tolerances"] == {"pixel_agreement": {"fp32": 99.99, "fp16": 99.0, "int8": 99.5},
@@ -143,10 +154,11 @@ def test_perturbed_onnx_fails_with_exit_code_2(build_dir: Path, tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     root = _copy(build_dir, tmp_path)
     _perturb(root / "model.onnx", root / "model.sim.onnx")
+    _record(root, "model.sim.onnx")
     with pytest.raises(SystemExit) as exit_info:
         main(["validate", "--build", str(root), "--data", DATA, "-n", "4", "--grid-images", "2",
               "--tol-fp16", "99"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == ExitCode.ACCURACY_GATE
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: validation failed: model.sim.onnx (onnxrt): pixel agreement")
     assert "99.99% (fp32 tolerance)" in err
@@ -170,6 +182,7 @@ def test_tolerance_option_turns_a_failure_into_a_pass(build_dir: Path, tmp_path:
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     root = _copy(build_dir, tmp_path)
     _perturb(root / "model.onnx", root / "model.sim.onnx", scale=0.02)
+    _record(root, "model.sim.onnx")
     first = validate(root, data=DATA, num_images=4, grid_images=0, tolerances=LOOSE, progress=False)
     agreement = next(c for c in first["candidates"] if c["artifact"].endswith("sim.onnx"))["pixel_agreement"]
     assert agreement < 99.99, "perturbation too small to test the tolerance"
