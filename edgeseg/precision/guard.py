@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import AccuracyGateError, EdgesegError
 
 __all__ = [
     "Evaluation",
@@ -251,7 +251,7 @@ def run_accuracy_guard(
         A :class:`GuardResult`; the last graph ``quantize`` wrote is the one that passed.
 
     Raises:
-        EdgesegError: the target is not met even with every INT8 layer excluded.
+        AccuracyGateError: the target is not met even with every INT8 layer excluded.
     """
     if budget < 0:
         raise EdgesegError(f"--max-miou-drop must be >= 0, got {budget}")
@@ -281,7 +281,7 @@ def run_accuracy_guard(
         if holds(evaluation):
             return GuardResult(budget, evaluation, min_agreement, excluded=excluded, ranking=ranking,
                                steps=steps)
-    raise EdgesegError(
+    raise AccuracyGateError(
         f"INT8 graph misses its target (mIoU drop {evaluation.drop:.2f} ≤ {budget}, pixel agreement "
         f"{evaluation.pixel_agreement:.2f}% ≥ {min_agreement}%) even with all {len(ranking)} INT8 layers "
         "excluded; use --precision fp16 or relax --max-miou-drop / --min-agreement")

@@ -280,3 +280,74 @@ def test_plugin_build_validates_the_plugin_graph(workspace: dict[str, Path],
     reporter = RecordingReporter()
     Build(options, reporter).run()
     assert reporter.stages["validate"] == "cached"
+
+
+def _copy_without_int8(result: Any, tmp_path: Path) -> Path:
+    """A copy of the int8 build folder in ``tmp_path/engines``: export and simplify stay reusable."""
+    copy = tmp_path / "engines" / "tiny"
+    shutil.copytree(result.folder, copy, ignore=shutil.ignore_patterns("model.int8.onnx", "report.json", "*.png"))
+    return copy
+
+
+@NO_TRT
+def test_interrupted_quantize_leaves_no_int8_graph(int8_build: tuple, workspace: dict[str, Path],
+                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeseg.precision.int8 as int8
+
+    result, _ = int8_build
+    copy = _copy_without_int8(result, tmp_path)
+
+    def half_written(src: Any, dst: Any, **kwargs: Any) -> Any:
+        Path(dst).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(int8, "quantize_int8", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        Build(_options(workspace, precision="int8", out_dir=tmp_path / "engines")).run()
+    assert not (copy / "model.int8.onnx").exists()
+    quantize = read_json(copy / "build.json")["stages"]["quantize"]
+    assert quantize["status"] == "failed" and quantize["reason"] == "KeyboardInterrupt"
+
+
+@NO_TRT
+def test_graph_the_guard_cannot_save_is_rejected_not_deployed(int8_build: tuple, workspace: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    from edgeseg.errors import AccuracyGateError, ExitCode
+
+    result, _ = int8_build
+    copy = _copy_without_int8(result, tmp_path)
+    # 100 % agreement and no mIoU loss: unreachable for a random-weight INT8 graph.
+    options = _options(workspace, precision="int8", out_dir=tmp_path / "engines", max_miou_drop=0.0,
+                       min_agreement=100.0)
+    with pytest.raises(AccuracyGateError, match="misses its target") as info:
+        Build(options, RecordingReporter()).run()
+    assert info.value.exit_code == ExitCode.ACCURACY_GATE
+    assert not (copy / "model.int8.onnx").exists() and (copy / "model.int8.onnx.rejected").is_file()
+    assert read_json(copy / "build.json")["stages"]["quantize"]["status"] == "failed"
+    from edgeseg.build_folder import BuildArtifacts
+
+    assert BuildArtifacts.from_dir(copy).onnx_for("int8") is None
+
+
+@NO_TRT
+def test_truncated_calibration_cache_is_rebuilt(int8_build: tuple, workspace: dict[str, Path],
+                                                tmp_path: Path) -> None:
+    result, _ = int8_build
+    copy = _copy_without_int8(result, tmp_path)
+    (cache,) = (copy / "calib_cache").glob("*.cache")
+    good = cache.read_text()
+    cache.write_text(good[: len(good) // 2])  # a crash mid-write, or a disk that filled up
+    reporter = RecordingReporter()
+    Build(_options(workspace, precision="int8", out_dir=tmp_path / "engines"), reporter).run()
+    assert any("calibration cache not trusted" in n and "does not match" in n for n in reporter.notes)
+    assert reporter.stages["calibrate"] == "done"
+    assert cache.read_text() == good
+
+
+@NO_TRT
+def test_each_stage_records_time_and_peak_memory(int8_build: tuple) -> None:
+    result, _ = int8_build
+    stages = read_json(result.folder / "build.json")["stages"]
+    for name in ("card", "export", "simplify", "calibrate", "quantize", "validate"):
+        assert stages[name]["peak_rss_mib"] > 10, name  # a Python process with torch loaded
+        assert stages[name]["duration_s"] >= 0
