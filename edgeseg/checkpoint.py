@@ -74,7 +74,7 @@ class ModelCard:
         self.check(source)
 
     def check(self, source: str = "model card") -> None:
-        """Check every field and normalise mean/std/input_size to tuples of float/int.
+        """Check every field; make numbers plain Python ones and mean/std/input_size tuples.
 
         Raises:
             EdgesegError: ``"<source>: field '<name>' ..."`` for the first bad field.
@@ -111,6 +111,8 @@ class ModelCard:
             isinstance(k, str) and (v is None or _is_real(v, finite=False)) for k, v in self.metrics.items()
         ):
             raise bad("metrics", "an object of numbers")
+        self.num_classes, self.ignore_index = int(self.num_classes), int(self.ignore_index)
+        self.palette = [[int(v) for v in rgb] for rgb in self.palette]
         self.mean = tuple(float(v) for v in self.mean)  # type: ignore[assignment]
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]

@@ -91,6 +91,7 @@ def test_good_card_round_trips_and_normalises(tmp_path: Path) -> None:
     card = ModelCard(**{**GOOD, "mean": (0, np.float32(0.5), 1), "palette": [[np.uint8(0)] * 3] * 3,
                         "metrics": {"miou": np.float32(75.5), "pa": None}})
     assert card.mean == (0.0, 0.5, 1.0) and isinstance(card.mean, tuple)
+    assert type(card.palette[0][0]) is int
     assert card.input_size == (64, 96)
     write_json(path, card.to_dict())
     assert load_card(path) == card
