@@ -1,7 +1,9 @@
 """Image files: the one suffix list, folder discovery and the one decoder to uint8 RGB.
 
-Calibration sets, ``edgeseg validate --images`` and every dataset read their pictures through
-:func:`read_image`, so an image means the same pixels wherever it is used. Decoding rules (Pillow):
+Calibration sets and ``edgeseg validate --images`` read their pictures through :func:`read_image`,
+and the ``folder`` dataset finds its images with :func:`find_images`, so an image means the same
+file and the same pixels wherever it is used. (The datasets still decode through
+``edgeseg.data._base.read_image`` until that module takes this one.) Decoding rules (Pillow):
 
 * 8-bit files (grayscale, palette, RGB, RGBA, CMYK, ...) are converted to RGB; alpha is dropped.
 * 16-bit single-channel files (PNG, TIFF; Pillow modes ``I;16*``) are scaled to 8 bits with

@@ -291,6 +291,7 @@ def load_calibration_set(
     if manifest is not None:
         seed = manifest.seed if seed is None else seed
         size = manifest.size if size is None else size
+    seed = 0 if seed is None else seed
     size = DEFAULT_CALIB_SIZE if size is None else size
     if manifest is not None:
         if manifest.files:
@@ -301,7 +302,6 @@ def load_calibration_set(
             return CalibrationSet(images=_preprocess_files(listed, transform, progress),
                                   source=f"{manifest.path} ({len(listed)} files)", items=listed)
         spec = manifest.data or ""  # resolve_manifest guarantees data when there are no files
-    seed = 0 if seed is None else seed
     path = Path(spec)
     if path.is_dir():
         from edgeseg.data.images import find_images
