@@ -217,6 +217,7 @@ def register(app: typer.Typer) -> None:
         from edgeseg.models import build_model
         from edgeseg.train import TrainConfig, fit
         from edgeseg.train.distributed import init_from_env, shutdown
+        from edgeseg.train.loop import check_run_dir
         from edgeseg.train.rng import seed_everything, set_deterministic
 
         if threads is not None:
@@ -224,6 +225,7 @@ def register(app: typer.Typer) -> None:
                 raise EdgesegError(f"--threads must be >= 1, got {threads}")
             torch.set_num_threads(threads)
         out_dir = out or Path("runs") / model
+        check_run_dir(out_dir, resume=resume, overwrite=overwrite)  # before any data is read
         config = TrainConfig(iters=iters, batch_size=batch_size, lr=lr, momentum=momentum,
                              weight_decay=weight_decay, eval_every=eval_every,
                              checkpoint_every=checkpoint_every, log_every=log_every,

@@ -16,6 +16,7 @@ global RNG inside worker processes restarts from a new seed after a resume.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,9 @@ from edgeseg.train.rng import get_rng_state, seed_everything, set_deterministic,
 from edgeseg.train.sampler import ResumableSampler
 from edgeseg.train.schedule import PolyLR
 
-__all__ = ["fit", "TrainResult", "resolve_device", "resolve_amp", "RUN_FILES", "SYNC_BN_DEVICES"]
+__all__ = [
+    "fit", "TrainResult", "check_run_dir", "resolve_device", "resolve_amp", "RUN_FILES", "SYNC_BN_DEVICES",
+]
 
 #: What a run folder holds once a run wrote into it (``model.pt`` and ``summary.json`` come from the
 #: CLI); a new run refuses a folder holding any of them unless told to resume or overwrite.
@@ -175,21 +178,33 @@ class _Optimization:
             self.scaler.load_state_dict(ckpt["scaler"])
 
 
-def _prepare_run_dir(out_dir: Path, *, resume: bool, overwrite: bool, info: DistInfo) -> None:
-    """Refuse to write a new run over an earlier one unless ``overwrite`` (which clears it)."""
+def check_run_dir(out_dir: str | os.PathLike[str], *, resume: bool, overwrite: bool) -> list[str]:
+    """Refuse to start a new run over an earlier one in ``out_dir`` unless ``overwrite``.
+
+    Returns:
+        The earlier run's files (:data:`RUN_FILES`) present in ``out_dir``.
+
+    Raises:
+        EdgesegError: both ``resume`` and ``overwrite``, or an earlier run and neither.
+    """
+    out_dir = Path(out_dir)
     if resume and overwrite:
         raise EdgesegError("--resume continues the run in the output folder, --overwrite replaces it: "
                            "give one of them")
     existing = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if not existing or resume:
-        return
-    if not overwrite:
+    if existing and not (resume or overwrite):
         raise EdgesegError(f"{out_dir} already holds a training run ({', '.join(existing)}); pass --resume "
                            "to continue it, --overwrite to replace it, or another --out")
-    if info.is_main:
-        for name in existing:
-            (out_dir / name).unlink()
-    barrier()
+    return existing
+
+
+def _prepare_run_dir(out_dir: Path, *, resume: bool, overwrite: bool, info: DistInfo) -> None:
+    existing = check_run_dir(out_dir, resume=resume, overwrite=overwrite)
+    if overwrite and existing:
+        if info.is_main:
+            for name in existing:
+                (out_dir / name).unlink()
+        barrier()
 
 
 def _batch_norm_record(model: nn.Module, config: TrainConfig, info: DistInfo, device: torch.device,

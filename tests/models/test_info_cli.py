@@ -106,6 +106,7 @@ def test_info_for_an_onnx_file(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["-m", "missing/model.pt"], "file not found"),
         (["-m", "dbmsnet_r18_os16", "--input", "64x"], "--input expects HxW"),
         ([], "give a model"),
+        (["-m", "fcn8s_vgg16", "--num-classes", "5", "--set", "num_classes=7"], "disagree; give one of them"),
     ],
 )
 def test_info_errors(args: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -113,6 +114,11 @@ def test_info_errors(args: list[str], message: str, capsys: pytest.CaptureFixtur
         main(["info", *args])
     assert e.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_set_num_classes_is_the_class_count(capsys: pytest.CaptureFixture[str]) -> None:
+    info = _run_json(capsys, "-m", "fcn8s_vgg16", "--input", "64x64", "--set", "num_classes=7")
+    assert info["output_shape"] == [1, 7, 64, 64] and info["config"]["num_classes"] == 7
 
 
 def test_info_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:

@@ -67,3 +67,68 @@ def test_parse_hw():
     assert parse_hw("96", "--crop") == (96, 96)
     with pytest.raises(EdgesegError, match="--crop"):
         parse_hw("0x5", "--crop")
+
+
+def test_out_holding_a_run_is_refused_unless_resume_or_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", *TINY, "--iters", "1", "--val-data", "none", "--out", str(out)]
+    main(args)
+    first = (out / "last.pt").read_bytes()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {out} already holds a training run (last.pt, log.jsonl, summary.json, model.pt); "
+                   "pass --resume to continue it, --overwrite to replace it, or another --out")
+    assert (out / "last.pt").read_bytes() == first  # untouched
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--resume", "--overwrite"])
+    assert exc.value.code == 2 and "give one of them" in capsys.readouterr().err
+
+    main([*args, "--overwrite", "--seed", "5"])
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["event"] for r in log].count("start") == 1  # the old run's log is gone, not appended to
+    assert log[0]["config"]["seed"] == 5 and (out / "last.pt").read_bytes() != first
+
+
+def _folder_with_a_corrupt_image(root):
+    import numpy as np
+    from PIL import Image
+
+    (root / "train" / "images").mkdir(parents=True)
+    (root / "train" / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        image = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(image).save(root / f"train/images/{i}.png")
+        Image.fromarray(rng.integers(0, 3, (16, 16), dtype=np.uint8)).save(root / f"train/masks/{i}.png")
+    bad = root / "train/images/2.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return bad
+
+
+def test_unreadable_sample_in_a_dataloader_worker_is_one_line(tmp_path, capsys):
+    bad = _folder_with_a_corrupt_image(tmp_path / "data")
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", f"folder:{tmp_path / 'data'}", "--data-opt", "num_classes=3", "-m",
+              "dbmsnet_r18_os16", "--set", "width=0.25", "--crop", "16", "-b", "4", "-j", "2",
+              "--iters", "2", "--threads", "1", "--out", str(tmp_path / "run")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {bad}: unreadable image")
+    assert not any("Traceback" in line or "worker" in line for line in err)
+
+
+def test_set_num_classes_must_agree_with_the_data(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", *TINY, "--iters", "1", "--out", str(tmp_path / "x"), "--set", "num_classes=4"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("error: --set num_classes=4: the class count comes from --data synthetic, which "
+                        "has 7 classes; drop the --set")
+    # The same count is accepted, and not stored twice in the card.
+    main(["train", *TINY, "--iters", "1", "--val-data", "none", "--out", str(tmp_path / "y"),
+          "--set", "num_classes=7"])
+    _, card = load_model(tmp_path / "y" / "model.pt")
+    assert card.num_classes == 7 and "num_classes" not in card.overrides

@@ -1,5 +1,6 @@
 """DDP on the CPU: two gloo processes must match each other and single-process training."""
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -7,6 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from tiny_nets import TinySegNet
 
+from edgeseg.errors import EdgesegError
 from edgeseg.train import TrainConfig, fit
 from edgeseg.train.checkpoint import load_checkpoint
 
@@ -65,3 +67,40 @@ def test_ddp_two_processes_match_single_process_training(tmp_path):
     assert ckpt["iteration"] == 5 and len(ckpt["rng"]) == 2
     assert ckpt["sampler"]["num_replicas"] == 2
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    assert ckpt["batch_norm"] == {"sync": False, "world_size": 2, "has_batchnorm": False, "stats_batch": 2}
+
+
+def _bn_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        config = dataclasses.replace(_config(Path(out)), iters=1, sync_bn=True)
+        try:
+            fit(TinySegNet(stride=1), TinySegSet(9), config, tiny_card(), show_progress=False)
+            refused = ""
+        except EdgesegError as e:
+            refused = str(e)
+        fit(TinySegNet(stride=1), TinySegSet(9), dataclasses.replace(config, sync_bn=False), tiny_card(),
+            show_progress=False)
+        torch.save({"refused": refused}, f"{out}/rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_on_the_cpu_refuses_sync_bn_and_records_per_process_batchnorm(tmp_path):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    mp.spawn(_bn_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    for rank in (0, 1):
+        refused = torch.load(out / f"rank{rank}.pt", weights_only=True)["refused"]
+        assert refused.startswith("--sync-bn: torch's SyncBatchNorm does not run on cpu (only on cuda")
+    # Each process normalised with its own 2 samples of the global batch of 4, and the checkpoint says so.
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["batch_norm"] == {"sync": False, "world_size": 2, "has_batchnorm": True, "stats_batch": 2}
+
+
+def test_single_process_batchnorm_sees_the_whole_batch(tmp_path):
+    fit(TinySegNet(stride=1), TinySegSet(9), dataclasses.replace(_config(tmp_path), iters=1, sync_bn=True),
+        tiny_card(), show_progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["batch_norm"] == {
+        "sync": False, "world_size": 1, "has_batchnorm": True, "stats_batch": 4}
