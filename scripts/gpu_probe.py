@@ -4,8 +4,9 @@ Run by ``scripts/gpu_check.py`` in a child process, so that the check itself nee
 library and survives a torch that fails to import (or crashes while starting CUDA). Reports: Python
 and the platform, Jetson identity, torch / CUDA / the device, the C++/CUDA build tools that
 ``torch.utils.cpp_extension`` would use, the Python packages the check's steps need (found without
-importing them), whether TensorRT is a real installation, Jetson power sensors, and the state of the
-fused op's compiled extension before the check builds it.
+importing them), whether TensorRT is a real installation, and Jetson power sensors. It does not
+import ``edgeseg._C``: a stale build from another torch could crash the process, and the check
+rebuilds it anyway.
 """
 
 from __future__ import annotations
@@ -134,14 +135,6 @@ def power() -> dict[str, Any]:
     return {"ina3221_rails": rails, "tegrastats": shutil.which("tegrastats")}
 
 
-def fused_op() -> dict[str, Any]:
-    try:
-        from edgeseg.ops import extension_error, has_kernel
-    except Exception as e:
-        return {"error": f"{type(e).__name__}: {e}"}
-    return {"extension_error": extension_error(), "cpu": has_kernel("cpu"), "cuda": has_kernel("cuda")}
-
-
 def main() -> int:
     report: dict[str, Any] = {
         "python": platform.python_version(),
@@ -153,7 +146,7 @@ def main() -> int:
         "torch": torch_info(),
     }
     if "error" not in report["torch"]:
-        report.update(build_tools=build_tools(), tensorrt=tensorrt(), power=power(), fused_op=fused_op())
+        report.update(build_tools=build_tools(), tensorrt=tensorrt(), power=power())
     json.dump(report, sys.stdout)
     return 0
 

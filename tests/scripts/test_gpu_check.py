@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -55,8 +56,8 @@ sys.meta_path.insert(0, _Hide())
 pytestmark = pytest.mark.xdist_group("gpu_check")
 
 
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+def _load(name: str, folder: str = "scripts") -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, REPO / folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
@@ -257,3 +258,78 @@ def test_wheels_install_offline_from_the_folder_and_say_what_had_none(tmp_path: 
     assert (check.scratch / "site" / "rich" / "__init__.py").read_text() == "FROM_TEST_WHEEL = True\n"
     assert check.env["PYTHONPATH"].split(os.pathsep)[0] == str(check.scratch / "site")
     assert check.probe["modules"]["rich"] == "99.0"  # re-probed: later steps see the installed wheel
+
+
+def _cuda_rows(cpu_row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The fused benchmark's CPU row reshaped as a CUDA run's rows (the fields only CUDA adds)."""
+    rows = []
+    for dtype in ("float32", "float16"):
+        for n, h, w, speedup, fraction in [
+            (1, 32, 64, 5.0, 0.2),
+            (1, 256, 512, 2.5, 0.6),
+            (8, 64, 128, 2.0, 0.9),
+            (8, 256, 512, 2.2, 0.75),
+        ]:
+            rows.append(
+                dict(
+                    cpu_row,
+                    dtype=dtype,
+                    n=n,
+                    h=h,
+                    w=w,
+                    speedup=speedup,
+                    compiled_ms=1.0,
+                    speedup_vs_compiled=1.5,
+                    fused_gbps=3000.0,
+                    copy_gbps=4000.0,
+                    bandwidth_fraction=fraction,
+                )
+            )
+    return rows
+
+
+def test_gpu_run_report_formats_goals_and_tables(dry_run: Any, report: dict[str, Any]) -> None:
+    # The GPU-only report code, fed with the dry run's own results reshaped as a CUDA run's.
+    _, out = dry_run
+    bench_fused = _load("bench_fused_ddc", "benchmarks")
+    bench_runtime = _load("bench_gpu_runtime", "benchmarks")
+    fused = json.loads((out / "fused_ddc.json").read_text())
+    rows = _cuda_rows(fused["results"][0])
+    fused = dict(fused, results=rows, goals=bench_fused.evaluate_goals(rows))
+    runtime = json.loads((out / "gpu_runtime.json").read_text())
+    eager, _ = runtime["results"]
+    timed = [(bench_runtime.EAGER, 30.0), (bench_runtime.FAST, 9.0), (bench_runtime.FUSED, 12.0)]
+    runtime_rows = [
+        dict(
+            eager,
+            case=case,
+            size="512x1024",
+            gpu_mem_mb=900.0,
+            speedup_p50=30.0 / p50,
+            latency_ms=dict(eager["latency_ms"], p50=p50),
+        )
+        for case, p50 in timed
+    ]
+    runtime = dict(runtime, results=runtime_rows, goal=bench_runtime.evaluate_goal(runtime_rows, {}))
+    steps = [
+        gpu_check.StepResult("passed", name="fused_bench", details={"report": fused}),
+        gpu_check.StepResult("passed", name="runtime_bench", details={"report": runtime}),
+    ]
+    goals = gpu_check.goals(steps, dry_run=False)
+    # N = 1: the worst shape (2.5x at 256x512) misses 3x; N = 8: the largest shape (75 %) meets 70 %.
+    assert [(g["measured"], g["met"]) for g in goals[:2]] == [
+        ("2.50x at 1x64x256x512", False),
+        ("75% at 8x64x256x512", True),
+    ]
+    assert goals[4]["measured"] == f"3.33x ({bench_runtime.FAST})" and goals[4]["met"] is True
+    gpu_report = dict(
+        report,
+        dry_run=False,
+        goals=goals,
+        steps=[dict(asdict(s), title=gpu_check.TITLES[s.name]) for s in steps],
+    )
+    md = gpu_check.markdown(gpu_report, {"torch": {"device": "NVIDIA H200"}})
+    assert md.startswith("### GPU check ") and md.splitlines()[0].endswith("NVIDIA H200")
+    assert "| float16 | 8 | 256x512 | " in md and "| 75% |" in md
+    assert f"| {bench_runtime.FUSED} | 12.00 |" in md and "| 900 | 2.50x |" in md
+    assert "| **no** |" in md and "| yes |" in md
