@@ -196,7 +196,12 @@ def read_checkpoint(path: str | os.PathLike[str], what: str = "edgeseg checkpoin
         raise EdgesegError(f"{p}: {what} not found")
     # torch.load hands anything that is not a zip to the legacy reader, whose errors on a text or
     # truncated file are an IndexError or KeyError from deep inside pickle: refuse those here.
-    if not zipfile.is_zipfile(p):
+    try:
+        with open(p, "rb") as f:  # opened here: is_zipfile(path) reports an unreadable file as "not a zip"
+            is_zip = zipfile.is_zipfile(f)
+    except OSError as e:
+        raise EdgesegError(f"{p}: cannot read this {what} ({e.strerror or e})") from None
+    if not is_zip:
         size = p.stat().st_size
         kind = "an empty file" if size == 0 else f"not a complete torch.save archive ({size} bytes)"
         raise EdgesegError(f"{p}: not a readable {what}: {kind}; truncated, or another kind of file?")

@@ -7,6 +7,7 @@ a pickled payload is never run.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import zipfile
@@ -84,6 +85,19 @@ def test_broken_file_is_one_line_naming_it(kind: str, tmp_path: Path) -> None:
         load_model(path)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "pwned").exists()  # the payload never ran
+
+
+def test_unreadable_file_says_so(tmp_path: Path, rt_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeseg.checkpoint
+
+    def denied(path: Any, *args: Any) -> None:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    # Tests run as root here, where chmod 000 does not stop a read.
+    monkeypatch.setattr(edgeseg.checkpoint, "open", denied, raising=False)
+    expected = rf"^{rt_bundle}: cannot read this edgeseg checkpoint \(Permission denied\)"
+    with pytest.raises(EdgesegError, match=expected):
+        load_model(rt_bundle)
 
 
 def test_training_checkpoint_reader_names_what_it_expected(tmp_path: Path) -> None:
