@@ -339,17 +339,18 @@ class GpuCheck:
 
     def step_wheels(self) -> StepResult:
         assert self.wheels is not None
-        modules = self.probe["modules"]
-        wanted = sorted(
-            {self.probe["distributions"][m] for ms in NEEDS.values() for m in ms if not modules[m]}
-        )
-        if not wanted:
+        dists = self.probe["distributions"]
+        absent = sorted(dists[m] for m, version in self.probe["modules"].items() if version is None)
+        if not absent:
             return StepResult("skipped", "no Python package is missing")
+        # Wheel file names spell the project name with "_" for "-" and "." (PyYAML-6.0.2-cp312-...).
+        offered = {_norm(w.name.split("-")[0]) for w in self.wheels.glob("*.whl")}
+        wanted = [d for d in absent if _norm(d) in offered]
         site = self.scratch / "site"
         site.mkdir(parents=True, exist_ok=True)
         installed, failed = [], {}
-        for dist in wanted:  # one at a time: a missing wheel must not stop the others
-            cmd = self.python(
+        for dist in wanted:  # one at a time: a broken wheel must not stop the others
+            pip = [
                 "-m",
                 "pip",
                 "install",
@@ -358,20 +359,26 @@ class GpuCheck:
                 str(self.wheels),
                 "--target",
                 str(site),
-                dist,
-            )
-            res = self.run_cmd(cmd, 120)
+            ]
+            res = self.run_cmd(self.python(*pip, dist), 120)
             if res.rc == 0:
                 installed.append(dist)
             else:
                 failed[dist] = res.tail.splitlines()[-1] if res.tail else f"exit {res.rc}"
         self.env["PYTHONPATH"] = os.pathsep.join([str(site), self.env["PYTHONPATH"]])
         self.probe["modules"] = probe_machine(self.env)["modules"]
-        details = {"folder": str(self.wheels), "site": str(site), "installed": installed, "failed": failed}
+        no_wheel = [d for d in absent if d not in wanted]
+        details = {
+            "folder": str(self.wheels),
+            "site": str(site),
+            "installed": installed,
+            "failed": failed,
+            "no_wheel": no_wheel,
+        }
+        reason = f"installed {installed}" + (f"; no wheel in the folder for {no_wheel}" if no_wheel else "")
         if failed:
-            reason = f"no usable wheel for {sorted(failed)} (the steps needing them are skipped)"
-            return StepResult("skipped", reason + (f"; installed {installed}" if installed else ""), details)
-        return StepResult("passed", f"installed {installed}", details)
+            return StepResult("failed", f"pip could not install {sorted(failed)}; {reason}", details)
+        return StepResult("passed", reason, details)
 
     def step_build_ext(self, limit_s: float) -> StepResult:
         csrc = REPO / "cpp_ext" / "csrc"
@@ -593,6 +600,10 @@ def failure(res: Cmd, details: dict[str, Any]) -> StepResult:
         return StepResult("timeout", "stopped at its time limit", details, res.tail)
     last = next((ln for ln in reversed(res.tail.splitlines()) if ln.strip()), "")
     return StepResult("failed", f"exit {res.rc}: {last[:300]}", details, res.tail)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
 
 
 def parse_junit(path: Path) -> list[dict[str, Any]]:

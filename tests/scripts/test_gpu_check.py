@@ -249,12 +249,16 @@ def test_wheels_install_offline_from_the_folder_and_say_what_had_none(tmp_path: 
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     _wheel(wheels, "rich", "99.0")
-    check = _check(tmp_path, missing=["rich", "numpy"])
+    _wheel(wheels, "numpy", "99.0").write_bytes(b"not a zip file")  # offered, but pip cannot use it
+    check = _check(tmp_path, missing=["rich", "numpy", "pytest"])
     check.wheels = wheels
     check.record("wheels", check.step_wheels, None)
     (result,) = check.steps
-    assert result.status == "skipped" and "no usable wheel for ['numpy']" in result.reason
+    assert result.status == "failed" and "pip could not install ['numpy']" in result.reason
     assert result.details["installed"] == ["rich"] and list(result.details["failed"]) == ["numpy"]
+    assert (
+        result.details["no_wheel"] == ["pytest"] and "no wheel in the folder for ['pytest']" in result.reason
+    )
     assert (check.scratch / "site" / "rich" / "__init__.py").read_text() == "FROM_TEST_WHEEL = True\n"
     assert check.env["PYTHONPATH"].split(os.pathsep)[0] == str(check.scratch / "site")
     assert check.probe["modules"]["rich"] == "99.0"  # re-probed: later steps see the installed wheel
