@@ -19,9 +19,12 @@ inputs, options and outputs still match (:meth:`BuildRecord.is_fresh`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import enum
+import fcntl
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +35,8 @@ from edgeseg.errors import EdgesegError
 
 __all__ = [
     "BUILD_FILE", "BUILD_FORMAT", "CARD_FILE", "RAW_ONNX", "REPORT_FILE", "REPORT_FORMAT", "SIM_ONNX",
-    "BuildArtifacts", "BuildRecord", "Precision", "StageRecord", "engine_name", "graph_precision",
-    "onnx_name", "read_report", "write_report",
+    "BuildArtifacts", "BuildRecord", "Precision", "StageRecord", "engine_name", "folder_lock",
+    "graph_precision", "onnx_name", "read_report", "write_report",
 ]
 
 CARD_FILE = "card.json"
@@ -98,6 +101,54 @@ def graph_precision(model: Any) -> Precision:
     if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
         return Precision.FP16
     return Precision.FP32
+
+
+# --- one writer at a time ---------------------------------------------------------------------
+LOCK_FILE = ".lock"
+_held: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the build folder for this process while it writes records and artifacts.
+
+    Two builds writing one folder (an int8 and an fp16 build, say) would each rewrite build.json
+    from their own copy and lose the other's records, so the second one is refused at once with
+    the PID holding the folder. The lock is an ``flock`` on ``<folder>/.lock``: the kernel drops it
+    when the holder dies, so a killed build never leaves the folder locked. Re-entrant within a
+    process (a build validates its own folder).
+
+    Raises:
+        EdgesegError: another process holds the folder.
+    """
+    key = Path(folder).resolve()
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    key.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise EdgesegError(f"{folder}: build folder in use by PID {holder}; wait for that edgeseg "
+                               "process to finish, or build into another folder (--name)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            del _held[key]
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 # --- build.json ---------------------------------------------------------------------------------

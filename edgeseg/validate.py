@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg.build_folder import REPORT_FILE, BuildArtifacts, read_report, write_report
+from edgeseg.build_folder import REPORT_FILE, BuildArtifacts, folder_lock, read_report, write_report
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.runners.base import BaseRunner
@@ -339,7 +339,8 @@ def validate(
         if grid_rows:
             report["grid"] = GRID_NAME
             _write_grid(root / GRID_NAME, grid_rows, results, ran, card)
-        write_report(root, report, report_name)
+        with folder_lock(root):  # not while a build of this folder is writing it
+            write_report(root, report, report_name)
     return report
 
 

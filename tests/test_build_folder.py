@@ -123,3 +123,31 @@ def test_unrecorded_artifact_is_refused(folder: Path) -> None:
 def test_not_a_build_folder(tmp_path: Path) -> None:
     with pytest.raises(EdgesegError, match="not a build directory"):
         BuildArtifacts.from_dir(tmp_path)
+
+
+def test_a_folder_held_by_another_process_is_refused_with_its_pid(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edgeseg.build_folder import folder_lock
+    from edgeseg.stages import Build, BuildOptions
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom edgeseg.build_folder import folder_lock\n"
+         f"with folder_lock({str(tmp_path / 'demo_dbmsnet')!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(EdgesegError, match=rf"build folder in use by PID {holder.pid}\b"), \
+                folder_lock(tmp_path / "demo_dbmsnet"):
+            pass
+        # A build into that folder is refused before it reads or writes anything there.
+        with pytest.raises(EdgesegError, match=f"in use by PID {holder.pid}"):
+            Build(BuildOptions(out_dir=tmp_path, precision="fp32")).run()
+        assert not (tmp_path / "demo_dbmsnet" / "build.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel drops the lock with its holder: nothing stale is left to clear by hand.
+    with folder_lock(tmp_path / "demo_dbmsnet"), folder_lock(tmp_path / "demo_dbmsnet"):  # and it is re-entrant
+        pass

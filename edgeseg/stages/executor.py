@@ -15,13 +15,14 @@ renamed ``<file>.rejected`` so that nothing deploys it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg.build_folder import CARD_FILE, BuildRecord, Precision, graph_precision
+from edgeseg.build_folder import CARD_FILE, BuildRecord, Precision, folder_lock, graph_precision
 from edgeseg.errors import AccuracyGateError, EdgesegError
 from edgeseg.stages.base import Stage
 from edgeseg.stages.context import BuildContext, Reporter
@@ -121,12 +122,13 @@ class Build:
         if unknown:
             raise EdgesegError(f"--rerun: unknown stage(s) {', '.join(unknown)} "
                                f"(stages: {', '.join(stage_names())})")
-        ctx = self._context(until)
-        for stage in STAGES:
-            if stage.applies(ctx):
-                self._run_stage(stage, ctx)
-            if stage.name == until:
-                break
+        with contextlib.ExitStack() as held:
+            ctx = self._context(until, held)
+            for stage in STAGES:
+                if stage.applies(ctx):
+                    self._run_stage(stage, ctx)
+                if stage.name == until:
+                    break
         if ctx.engine.get("status") == "skipped" and until is None:
             if self.options.require_engine:
                 raise EdgesegError(f"--require-engine: TensorRT is not available here "
@@ -140,10 +142,10 @@ class Build:
                            engine_status=ctx.engine.get("status", "skipped"))
 
     # --- set-up: every conflict is found here, before any work --------------------------------
-    def _context(self, until: str | None) -> BuildContext:
+    def _context(self, until: str | None, held: contextlib.ExitStack) -> BuildContext:
         o = self.options
         if o.from_onnx is not None:
-            return self._from_onnx_context(Path(o.from_onnx))
+            return self._from_onnx_context(Path(o.from_onnx), held)
         source = resolve_model(o.model)
         precision = o.precision or Precision.INT8
         if o.plugin is not None and precision is not Precision.FP32 and until is None:
@@ -152,7 +154,7 @@ class Build:
             raise EdgesegError(f"--plugin {o.plugin} builds --precision fp32 only: {precision} "
                                "conversion of a graph with plugin nodes needs TensorRT")
         folder = Path(o.out_dir) / (o.name or source.name)
-        folder.mkdir(parents=True, exist_ok=True)
+        held.enter_context(folder_lock(folder))  # before build.json is read: one writer at a time
         record = BuildRecord(folder)
         # "options" (with the resolved precision and checkpoint) is what the runtime and validation
         # read back from build.json. The checkpoint is recorded relative to the working directory
@@ -163,7 +165,7 @@ class Build:
         return BuildContext(options=o, reporter=self.reporter, folder=folder, record=record,
                             precision=precision, source=source)
 
-    def _from_onnx_context(self, path: Path) -> BuildContext:
+    def _from_onnx_context(self, path: Path, held: contextlib.ExitStack) -> BuildContext:
         from edgeseg.export.onnx_export import load_onnx
         from edgeseg.export.trt_compat import check_trt_compat
 
@@ -178,7 +180,7 @@ class Build:
             folder = path.parent  # a graph inside a build folder is deployed where it is
         else:
             folder = Path(self.options.out_dir) / (self.options.name or path.name.split(".")[0])
-        folder.mkdir(parents=True, exist_ok=True)
+        held.enter_context(folder_lock(folder))
         record = BuildRecord(folder)
         record.meta.setdefault("name", folder.name)
         return BuildContext(options=self.options, reporter=self.reporter, folder=folder, record=record,
