@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg._io import read_json, sha256_file, write_json
-from edgeseg.checkpoint import ModelCard
+from edgeseg.checkpoint import ModelCard, load_card
 from edgeseg.errors import EdgesegError
 
 __all__ = [
@@ -345,7 +345,7 @@ class BuildArtifacts:
         card_path = root / CARD_FILE
         if not card_path.is_file():
             raise EdgesegError(f"{root}: not a build directory (no {CARD_FILE}); run 'edgeseg build' first")
-        card = ModelCard.from_dict(read_json(card_path))
+        card = load_card(card_path)
         onnx = {p.name: p for p in sorted(root.glob("model*.onnx"))}
         engines = {p: root / engine_name(p) for p in Precision if (root / engine_name(p)).is_file()}
         return cls(root=root, card=card, onnx=onnx, engines=engines, record=BuildRecord(root))

@@ -65,7 +65,8 @@ def test_record_round_trip_and_freshness(tmp_path: Path) -> None:
     again = BuildRecord(tmp_path)
     assert json.loads((tmp_path / "build.json").read_text())["format"] == BUILD_FORMAT
     rec = again.stages["export"]
-    assert rec.status == "done" and rec.peak_rss_mib == 123.4 and rec.outputs["onnx"]["sha256"] == sha256_file(art)
+    assert rec.status == "done" and rec.peak_rss_mib == 123.4
+    assert rec.outputs["onnx"]["sha256"] == sha256_file(art)
     assert again.is_fresh("export", {}, {"opset": [18]})
     assert not again.is_fresh("export", {}, {"opset": [17]})
     art.write_bytes(b"edited")
@@ -134,7 +135,8 @@ def test_a_folder_held_by_another_process_is_refused_with_its_pid(tmp_path: Path
 
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom edgeseg.build_folder import folder_lock\n"
-         f"with folder_lock({str(tmp_path / 'demo_dbmsnet')!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+         f"with folder_lock({str(tmp_path / 'demo_dbmsnet')!r}):\n"
+         "    print('held', flush=True)\n    time.sleep(60)"],
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
@@ -149,5 +151,6 @@ def test_a_folder_held_by_another_process_is_refused_with_its_pid(tmp_path: Path
         holder.kill()
         holder.wait()
     # The kernel drops the lock with its holder: nothing stale is left to clear by hand.
-    with folder_lock(tmp_path / "demo_dbmsnet"), folder_lock(tmp_path / "demo_dbmsnet"):  # and it is re-entrant
+    # ... and it is re-entrant within a process.
+    with folder_lock(tmp_path / "demo_dbmsnet"), folder_lock(tmp_path / "demo_dbmsnet"):
         pass

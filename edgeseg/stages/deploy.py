@@ -8,7 +8,7 @@ from typing import Any
 
 from edgeseg._io import write_json
 from edgeseg.build_folder import CARD_FILE, REPORT_FILE, engine_name, read_report
-from edgeseg.checkpoint import ModelCard
+from edgeseg.checkpoint import ModelCard, load_card
 from edgeseg.errors import AccuracyGateError, EdgesegError
 from edgeseg.stages.base import Outcome, Stage
 from edgeseg.stages.context import BuildContext, finish_hint
@@ -37,13 +37,17 @@ class FromOnnxStage(Stage):
         card_path = src.parent / CARD_FILE
         if card_path.is_file() and src.parent.resolve() == ctx.folder.resolve():
             # A graph inside its build folder is deployed where it is.
-            ctx.card, deploy = ModelCard.from_dict(json.loads(card_path.read_text())), src
+            ctx.card, deploy = load_card(card_path), src
         else:
             meta = {p.key: p.value for p in model.metadata_props}
             if card_path.is_file():
-                card = ModelCard.from_dict(json.loads(card_path.read_text()))
+                card = load_card(card_path)
             elif "edgeseg.card" in meta:
-                card = ModelCard.from_dict(json.loads(meta["edgeseg.card"]))
+                label = f"{src} (metadata edgeseg.card)"
+                try:
+                    card = ModelCard.from_dict(json.loads(meta["edgeseg.card"]), source=label)
+                except json.JSONDecodeError as e:
+                    raise EdgesegError(f"{label}: not valid JSON ({e.msg})") from None
             else:
                 raise EdgesegError(f"{src}: no card.json beside it and no edgeseg model card in its "
                                    "metadata; was it exported by edgeseg?")

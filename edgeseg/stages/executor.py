@@ -28,7 +28,7 @@ from edgeseg.stages.base import Stage
 from edgeseg.stages.context import BuildContext, Reporter
 from edgeseg.stages.deploy import EngineStage, FromOnnxStage, ValidateStage
 from edgeseg.stages.export import CardStage, ExportStage, SimplifyStage
-from edgeseg.stages.options import BuildOptions, resolve_model
+from edgeseg.stages.options import BuildOptions, build_name, resolve_model
 from edgeseg.stages.precision import CalibrateStage, Fp16Stage, QuantizeStage
 
 __all__ = ["STAGES", "Build", "BuildResult", "stage_names"]
@@ -153,7 +153,7 @@ class Build:
             # conversion of a graph with plugin nodes cannot happen without TensorRT.
             raise EdgesegError(f"--plugin {o.plugin} builds --precision fp32 only: {precision} "
                                "conversion of a graph with plugin nodes needs TensorRT")
-        folder = Path(o.out_dir) / (o.name or source.name)
+        folder = Path(o.out_dir) / build_name(o, source.name, f"--model {source.ref}")
         held.enter_context(folder_lock(folder))  # before build.json is read: one writer at a time
         record = BuildRecord(folder)
         # "options" (with the resolved precision and checkpoint) is what the runtime and validation
@@ -179,7 +179,8 @@ class Build:
         if (path.parent / CARD_FILE).is_file():
             folder = path.parent  # a graph inside a build folder is deployed where it is
         else:
-            folder = Path(self.options.out_dir) / (self.options.name or path.name.split(".")[0])
+            folder = Path(self.options.out_dir) / build_name(self.options, path.name.split(".")[0],
+                                                             f"--from-onnx {path}")
         held.enter_context(folder_lock(folder))
         record = BuildRecord(folder)
         record.meta.setdefault("name", folder.name)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edgeseg._io import read_json, write_json
+from edgeseg._io import write_json
 from edgeseg.build_folder import CARD_FILE, RAW_ONNX, SIM_ONNX
-from edgeseg.checkpoint import ModelCard
+from edgeseg.checkpoint import load_card
 from edgeseg.stages.base import Outcome, Stage
 from edgeseg.stages.context import BuildContext
 
@@ -39,7 +39,7 @@ class CardStage(Stage):
         return Outcome({"card": path}, detail=f"{card.preset}, {card.num_classes} classes, input {h}x{w}")
 
     def reuse(self, ctx: BuildContext) -> str:
-        ctx.card = ModelCard.from_dict(read_json(ctx.path(CARD_FILE)))
+        ctx.card = load_card(ctx.path(CARD_FILE))
         return CARD_FILE
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeseg._names import safe_name
 from edgeseg.assets import DEMO_MODEL
 from edgeseg.build_folder import Precision
 from edgeseg.errors import EdgesegError
@@ -19,6 +20,7 @@ __all__ = [
     "DEMO_MODEL",
     "DEMO_CALIBRATION",
     "DEFAULT_PLUGIN_LIB",
+    "build_name",
     "resolve_model",
 ]
 
@@ -116,6 +118,8 @@ class BuildOptions:
 
         if self.precision is not None:
             self.precision = Precision.parse(self.precision, "--precision")
+        if self.name is not None:
+            safe_name(self.name, "--name")
         if self.calib_method not in CALIBRATION_METHODS:
             raise EdgesegError(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                                f"got {self.calib_method!r}")
@@ -159,6 +163,17 @@ class BuildOptions:
         for key in ("workspace", "dla_core", "opset", "input_size"):
             if getattr(self, key) is None:
                 setattr(self, key, getattr(defaults, key))
+
+
+def build_name(options: BuildOptions, default: str, source: str) -> str:
+    """The build folder's name: ``--name``, else ``default`` (derived from ``source``), checked safe.
+
+    Raises:
+        EdgesegError: a name that is empty, has characters outside the safe set, or would resolve
+            outside ``--out-dir``.
+    """
+    what = "--name" if options.name else f"build name {default!r} taken from {source} (pass --name)"
+    return safe_name(options.name or default, what, parent=options.out_dir)
 
 
 @dataclass

@@ -93,10 +93,13 @@ def test_opset_17_is_converted(tmp_path: Path) -> None:
     assert {o.version for o in onnx.load(tmp_path / "m.onnx").opset_import if o.domain == ""} == {17}
 
 
-@pytest.mark.parametrize("kwargs", [{"opset": 21}, {"opset": 16}, {"batch": 0}, {"output": "probs"},
-                                    {"batch_profile": (4, 2, 8)}, {"input_size": (4, 64)}])
-def test_bad_export_config_is_a_user_error(kwargs: dict) -> None:
-    with pytest.raises(EdgesegError):
+@pytest.mark.parametrize("kwargs, message", [
+    ({"opset": 21}, "opset must be in 17..20"), ({"opset": 16}, "opset must be in 17..20"),
+    ({"batch": 0}, "batch must be >= 1"), ({"output": "probs"}, "output must be one of"),
+    ({"batch_profile": (4, 2, 8)}, "1 <= min <= opt <= max"), ({"input_size": (4, 64)}, "at least 8x8"),
+])
+def test_bad_export_config_is_a_user_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(EdgesegError, match=message):
         ExportConfig(**{"input_size": (32, 32), **kwargs})
 
 

@@ -13,10 +13,10 @@ import torch
 
 from edgeseg._io import read_json, sha256_file
 from edgeseg.build_folder import BuildRecord
-from edgeseg.stages import Build, BuildOptions, Reporter
 from edgeseg.checkpoint import ModelCard, save_model
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
+from edgeseg.stages import Build, BuildOptions, Reporter
 from edgeseg.trt import tensorrt_available
 
 HAS_TRT = tensorrt_available()[0]
@@ -145,7 +145,7 @@ def test_rerun_forces_one_stage(int8_build: tuple, workspace: dict[str, Path],
 def test_from_onnx_and_require_engine(int8_build: tuple, capsys: pytest.CaptureFixture) -> None:
     result, _ = int8_build
     onnx_path = result.folder / "model.int8.onnx"
-    with pytest.raises(EdgesegError, match="the graph holds int8 .read from its nodes., but --precision fp16"):
+    with pytest.raises(EdgesegError, match="graph holds int8 .read from its nodes., but --precision fp16"):
         Build(BuildOptions(from_onnx=onnx_path, precision="fp16")).run()
     # Skips export and calibration, reuses the validation, then refuses to skip the engine.
     with pytest.raises(SystemExit) as exit_info:
@@ -187,8 +187,9 @@ def test_cli_bad_options_are_one_line_errors(argv: list[str], message: str, caps
 def test_non_model_onnx_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     junk = tmp_path / "model.int8.onnx"
     junk.write_text("definitely not protobuf")
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_info:
         main(["build", "--from-onnx", str(junk)])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "not an ONNX model" in err and "\n" not in err
 
@@ -285,7 +286,8 @@ def test_plugin_build_validates_the_plugin_graph(workspace: dict[str, Path],
 def _copy_without_int8(result: Any, tmp_path: Path) -> Path:
     """A copy of the int8 build folder in ``tmp_path/engines``: export and simplify stay reusable."""
     copy = tmp_path / "engines" / "tiny"
-    shutil.copytree(result.folder, copy, ignore=shutil.ignore_patterns("model.int8.onnx", "report.json", "*.png"))
+    shutil.copytree(result.folder, copy,
+                    ignore=shutil.ignore_patterns("model.int8.onnx", "report.json", "*.png"))
     return copy
 
 
@@ -351,3 +353,21 @@ def test_each_stage_records_time_and_peak_memory(int8_build: tuple) -> None:
     for name in ("card", "export", "simplify", "calibrate", "quantize", "validate"):
         assert stages[name]["peak_rss_mib"] > 10, name  # a Python process with torch loaded
         assert stages[name]["duration_s"] >= 0
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"name": ".."}, r"--name '\.\.': a name must be"),
+    ({"name": "../../x"}, "--name '../../x'"),
+    ({"from_onnx": ".x.onnx"}, r"build name '' taken from --from-onnx"),
+])
+def test_build_names_cannot_escape_the_output_folder(options: dict, message: str, int8_build: tuple,
+                                                     tmp_path: Path) -> None:
+    result, _ = int8_build
+    if "from_onnx" in options:
+        hidden = tmp_path / "src" / options["from_onnx"]
+        hidden.parent.mkdir()
+        shutil.copyfile(result.folder / "model.int8.onnx", hidden)
+        options = {"from_onnx": hidden}
+    with pytest.raises(EdgesegError, match=message):
+        Build(BuildOptions(out_dir=tmp_path / "engines", **options)).run()
+    assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").iterdir())

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from edgeseg._io import read_json
-from edgeseg.stages import Build, BuildOptions, finish_hint
-from edgeseg.stages.targets import TARGETS_DIR, list_targets, load_target, machine_problems
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
 from edgeseg.export.trt_compat import TRT_OPSET_RANGE
+from edgeseg.stages import Build, BuildOptions, finish_hint
+from edgeseg.stages.targets import TARGETS_DIR, list_targets, load_target, machine_problems
 from edgeseg.trt.metadata import RuntimeInfo
 
 SHIPPED = list_targets()
