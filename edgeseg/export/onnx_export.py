@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import os
+import shutil
 import time
 import warnings
 from collections import Counter
@@ -325,11 +326,16 @@ def save_onnx(proto: Any, path: str | os.PathLike[str]) -> bool:
     onnx.external_data_helper.convert_model_to_external_data(
         proto, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
     tmp_dir = path.parent / f".{path.name}.external"
-    tmp_dir.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, tmp_dir / path.name)
-    os.replace(tmp_dir / data_name, path.parent / data_name)
-    os.replace(tmp_dir / path.name, path)
-    tmp_dir.rmdir()
+    try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(proto, tmp_dir / path.name)
+        os.replace(tmp_dir / data_name, path.parent / data_name)
+        os.replace(tmp_dir / path.name, path)
+    except OSError as e:
+        raise EdgesegError(f"{path}: could not write it ({e.strerror or e}); any earlier version is left "
+                           "as it was") from None
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return True
 
 

@@ -28,16 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from polygraphy.backend.trt import (
-    CreateConfig,
-    NetworkFromOnnxPath,
-    PostprocessConfig,
-    Profile,
-    engine_from_network,
-    save_engine,
-)
-
-from edgeseg._io import sha256_file, write_json
+from edgeseg._io import atomic_write, sha256_file, write_json
 from edgeseg.errors import EdgesegError
 from edgeseg.trt._import import require_tensorrt
 from edgeseg.trt.engine import new_runtime, run_polygraphy
@@ -47,6 +38,7 @@ from edgeseg.trt.plugins import load_plugin_libraries, record_plugin_libraries
 
 if TYPE_CHECKING:
     import tensorrt as trt
+    from polygraphy.backend.trt import Profile
 
 __all__ = ["build_engine", "resolve_profile", "check_dla_profile", "polygraphy_profile", "Shape", "ShapeSpec",
            "DEFAULT_WORKSPACE_GIB"]
@@ -135,6 +127,8 @@ def check_dla_profile(profile: Mapping[str, tuple[Shape, Shape, Shape]], dla_cor
 
 def polygraphy_profile(profile: Mapping[str, tuple[Shape, Shape, Shape]]) -> Profile:
     """The one optimization profile as Polygraphy's ``Profile`` (what ``CreateConfig(profiles=)`` takes)."""
+    from polygraphy.backend.trt import Profile
+
     out = Profile()
     for name, (lo, opt, hi) in profile.items():
         out.add(name, min=lo, opt=opt, max=hi)
@@ -217,6 +211,16 @@ def build_engine(
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise EdgesegError(f"{onnx_path}: ONNX file not found")
+    # Imported here, not at the top: `edgeseg.trt` (tensorrt_available and friends) must import
+    # on machines without Polygraphy, such as a bare GPU box running scripts/gpu_check.sh.
+    from polygraphy.backend.trt import (
+        CreateConfig,
+        NetworkFromOnnxPath,
+        PostprocessConfig,
+        engine_from_network,
+        save_engine,
+    )
+
     gpu = gpu_info()
     started = time.perf_counter()
 
@@ -256,10 +260,10 @@ def build_engine(
         raise EdgesegError(f"{onnx_path}: {realized.message}; the engine was not written")
     inputs, outputs = _io_description(engine)
 
-    try:
-        save_engine(engine, str(engine_path))
-    except OSError as e:
-        raise EdgesegError(f"{engine_path}: could not write the engine ({e.strerror})") from None
+    # Written under a temporary name and renamed (atomic_write): a full disk or a kill never leaves
+    # a truncated plan behind. Polygraphy's save_engine takes a file object.
+    with atomic_write(engine_path) as f:
+        save_engine(engine, f)
     meta = {
         "format": METADATA_FORMAT,
         "engine": engine_path.name,

@@ -138,3 +138,31 @@ def test_fused_model_exports_plugin_nodes(dbmsnet: torch.nn.Module, tmp_path: Pa
         plugins = [n for n in model.graph.node if n.op_type == PLUGIN_NAME]
         assert len(plugins) == 3 and all(n.domain == PLUGIN_DOMAIN for n in plugins)  # S, M, L blocks
         assert check_trt_compat(path).plugins == [PLUGIN_NAME]
+
+
+def test_external_data_write_failure_leaves_nothing_behind(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    import edgeseg.export.onnx_export as onnx_export
+
+    weights = numpy_helper.from_array(np.ones(4096, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4096])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4096])], [weights])
+    # Pretend the graph is over protobuf's 2 GiB limit, so the external-data path is taken.
+    monkeypatch.setattr(onnx_export, "_PROTOBUF_LIMIT", 1024)
+    real_replace = os.replace
+
+    def full_disk(src: str, dst: str) -> None:
+        if str(dst).endswith(".data"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(onnx_export.os, "replace", full_disk)
+    with pytest.raises(EdgesegError, match=r"big\.onnx: could not write it \(No space left on device\)"):
+        onnx_export.save_onnx(helper.make_model(graph), tmp_path / "big.onnx")
+    assert list(tmp_path.iterdir()) == []
