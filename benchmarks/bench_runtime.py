@@ -1,6 +1,7 @@
-"""Runtime benchmarks: Segmenter overhead, video-pipeline efficiency, and the fastest PyTorch GPU path.
+"""Runtime benchmarks on the CPU: Segmenter overhead and video-pipeline efficiency.
 
-Three measurements, each printed as a table and written to one JSON file:
+Two measurements, printed and written to one JSON file (the GPU comparison of PyTorch paths is
+``benchmarks/bench_gpu_runtime.py``, run by ``scripts/gpu_check.sh``):
 
 1. **Segmenter overhead** (goal <= 10 %): preprocessing + postprocessing time of one frame
    (default 512x1024) as a share of the backend's inference time, on the CPU ONNX Runtime backend.
@@ -8,8 +9,6 @@ Three measurements, each printed as a table and written to one JSON file:
    infer, postprocess + overlay, encode, each in its own thread) over frames/s of the backend alone
    (``Segmenter.infer`` on pre-made inputs, one call after another, nothing else running), for the
    variants in ``VIDEO_VARIANTS`` (x264 preset, helper-stage priority, masks only).
-3. **GPU, PyTorch** (``--gpu``; goal >= 3x): FP16 + channels_last + CUDA graphs + fused DDC op vs
-   eager FP32, both timed on the module call with CUDA events (``edgeseg.bench.TorchGpuCase``).
 
 The model: ``--build DIR`` (a build directory), ``--model X.pt`` (a bundle, exported here to an
 FP32 ONNX graph with :func:`edgeseg.export.export_onnx`), or by default the shipped demo model if
@@ -20,7 +19,6 @@ Usage::
 
     python benchmarks/bench_runtime.py                       # CPU sections, default model
     python benchmarks/bench_runtime.py --frame 512x1024 --iters 20 --video-frames 60
-    python benchmarks/bench_runtime.py --gpu --model edgeseg/assets/demo_dbmsnet.pt  # on a CUDA machine
 """
 
 from __future__ import annotations
@@ -39,9 +37,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg.bench import TorchGpuCase, machine_info, time_calls
-from edgeseg.stages.options import DEMO_MODEL
+from edgeseg.bench import machine_info
 from edgeseg.runtime import Segmenter
+from edgeseg.stages.options import DEMO_MODEL
 from edgeseg.video import Pipeline, VideoSource, VideoWriter
 
 
@@ -221,42 +219,6 @@ def video_efficiency(
     }
 
 
-def gpu_torch(bundle: Path, iters: int, batch: int) -> dict[str, Any]:
-    """Eager FP32 vs FP16 + channels_last + CUDA graphs + fused op, module-timed with CUDA events."""
-    from edgeseg.checkpoint import load_model
-
-    model, card = load_model(bundle)
-    cases = {
-        "eager_fp32": TorchGpuCase(
-            "torch fp32 eager",
-            lambda: load_model(bundle)[0],
-            dtype=torch.float32,
-            channels_last=False,
-            cuda_graph=False,
-        ),
-        "best": TorchGpuCase(
-            "torch fp16 +cl +graphs +fused",
-            lambda: load_model(bundle)[0].fuse(),
-            dtype=torch.float16,
-            channels_last=True,
-            cuda_graph=True,
-        ),
-    }
-    out: dict[str, Any] = {"input_size": list(card.input_size), "batch": batch}
-    for key, case in cases.items():
-        case.open()
-        try:
-            step = case.make_step(batch, card.input_size)
-            for _ in range(10):
-                step()
-            out[f"{key}_ms"] = statistics.median(time_calls(step, iters, "cuda")) * 1000.0
-        finally:
-            case.close()
-    out["speedup"] = out["eager_fp32_ms"] / out["best_ms"]
-    out["goal"] = "speedup >= 3"
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--build", type=Path, help="build directory to benchmark")
@@ -278,7 +240,6 @@ def main() -> None:
         default=None,
         help="export the model at this input size HxW instead of its card's",
     )
-    parser.add_argument("--gpu", action="store_true", help="also run the CUDA PyTorch comparison")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/runtime.json"))
     args = parser.parse_args()
     if args.threads:
@@ -311,15 +272,6 @@ def main() -> None:
             report["video"] = video_efficiency(
                 seg, args.frame, args.video_frames, args.batch, folder, args.repeats
             )
-        if args.gpu:
-            if not torch.cuda.is_available():
-                raise SystemExit("--gpu: torch sees no CUDA device")
-            from edgeseg.build_folder import BuildArtifacts
-
-            bundle = bundle or BuildArtifacts.from_dir(build).checkpoint()
-            if bundle is None:
-                raise SystemExit(f"--gpu: {build}/build.json records no .pt bundle; pass --model")
-            report["gpu_torch"] = gpu_torch(bundle, args.iters * 5, args.batch)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str) + "\n")
     o, v = report["overhead"], report["video"]
@@ -334,11 +286,6 @@ def main() -> None:
     print(f"video: inference only {v['infer_only_fps']:.2f} fps; pipeline fps, ratios best/best, median:")
     for name, r in v["variants"].items():
         print(f"  {name}: {r['pipeline_fps']:.2f} fps, {r['ratio_best']:.2f}, {r['ratio_median']:.2f}")
-    if "gpu_torch" in report:
-        g = report["gpu_torch"]
-        print(
-            f"gpu: eager fp32 {g['eager_fp32_ms']:.2f} ms, best {g['best_ms']:.2f} ms -> {g['speedup']:.2f}x"
-        )
     print(f"wrote {args.json}")
 
 
