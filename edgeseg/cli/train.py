@@ -52,8 +52,9 @@ lr = LR * (1 - iter / ITERS) ** 0.9, reaching 0 at the last iteration.
 \b
 BatchNorm under DDP: each process normalises with its own share of the
 batch, so a multi-process run differs from a single-process one with the
-same global batch. --sync-bn (SyncBatchNorm) makes it exact, on CUDA only;
-on the CPU (gloo) it is refused. Checkpoints record the choice (batch_norm).
+same global batch. --sync-bn (SyncBatchNorm) computes the statistics over the
+global batch instead, on CUDA only; on the CPU (gloo) it is refused.
+Checkpoints record the choice (batch_norm).
 
 \b
 Ctrl-C or SIGTERM stops the run without saving (a save could catch an
