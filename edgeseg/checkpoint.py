@@ -25,13 +25,18 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 
-__all__ = ["ModelCard", "save_model", "load_model", "load_card", "read_checkpoint", "BUNDLE_FORMAT"]
+__all__ = ["ModelCard", "save_model", "load_model", "load_card", "read_checkpoint", "BUNDLE_FORMAT", "LAYOUTS",
+           "CHANNEL_ORDERS"]
 
 BUNDLE_FORMAT = "edgeseg.model/1"
 
 # ImageNet statistics on 0..1 RGB: the default for every backbone in the zoo.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: Input tensor layouts a card can name: ``(N, 3, H, W)`` or ``(N, H, W, 3)``.
+LAYOUTS = ("nchw", "nhwc")
+#: Channel orders a card can name.
+CHANNEL_ORDERS = ("rgb", "bgr")
 
 
 @dataclass
@@ -51,6 +56,9 @@ class ModelCard:
         std: per-channel RGB std on 0..1 pixel values, each > 0. Defaults to ImageNet's.
         input_size: (H, W) the model was trained/evaluated at; the deployment input shape.
         ignore_index: label value excluded from loss and metrics.
+        layout: the network input's layout, ``"nchw"`` or ``"nhwc"``. Defaults to nchw (every card
+            written before this field existed describes an NCHW network).
+        channels: the network input's channel order, ``"rgb"`` or ``"bgr"``. Defaults to rgb.
         dataset: dataset spec the model was trained on (``KIND:ROOT``), informational.
         metrics: validation metrics recorded at save time (``miou``, ``pa`` ... in percent).
         source: how errors name the card (its file); not a field, not saved. Defaults to
@@ -66,6 +74,8 @@ class ModelCard:
     std: tuple[float, float, float] = IMAGENET_STD
     input_size: tuple[int, int] = (512, 512)
     ignore_index: int = 255
+    layout: str = "nchw"
+    channels: str = "rgb"
     dataset: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     source: InitVar[str] = "model card"
@@ -105,6 +115,10 @@ class ModelCard:
             raise bad("input_size", "2 integers >= 1 (H, W)")
         if not _is_int(self.ignore_index):
             raise bad("ignore_index", "an integer")
+        if self.layout not in LAYOUTS:
+            raise bad("layout", " or ".join(LAYOUTS))
+        if self.channels not in CHANNEL_ORDERS:
+            raise bad("channels", " or ".join(CHANNEL_ORDERS))
         if not isinstance(self.dataset, str):
             raise bad("dataset", "a string")
         if not isinstance(self.metrics, dict) or not all(

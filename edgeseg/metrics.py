@@ -35,6 +35,7 @@ import torch
 from edgeseg.errors import EdgesegError
 
 __all__ = [
+    "against",
     "ConfusionMatrix",
     "SegMetrics",
     "Agreement",
@@ -223,6 +224,22 @@ def to_labels(output: ArrayLike, num_classes: int | None = None, what: str = "ou
     if t.ndim != 4 or (num_classes is not None and t.shape[1] != num_classes):
         raise EdgesegError(f"{what}: logits must be (N, {num_classes or 'K'}, H, W), got {tuple(t.shape)}")
     return t.argmax(1)
+
+
+def against(value: float, limit: float, digits: int = 2) -> str:
+    """``value`` with as many decimals as it takes to show which side of ``limit`` it is on.
+
+    A failure message must not round its way into looking like a pass: 99.997 against a gate of
+    100.0 prints as "99.997", not "100.00" (at least ``digits`` decimals).
+    """
+    text = f"{value:.{digits}f}"
+    def misleading(shown: float) -> bool:
+        return (value < limit) != (shown < limit) or (value > limit) != (shown > limit)
+
+    while digits < 12 and misleading(float(text)):
+        digits += 1
+        text = f"{value:.{digits}f}"
+    return text
 
 
 def pixel_agreement(pred_a: ArrayLike, pred_b: ArrayLike) -> float:

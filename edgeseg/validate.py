@@ -29,7 +29,7 @@ import datetime as _dt
 import functools
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ import torch
 from edgeseg.build_folder import REPORT_FILE, BuildArtifacts, folder_lock, read_report, write_report
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
+from edgeseg.metrics import against
 from edgeseg.runners.base import BaseRunner
 from edgeseg.trt import EngineMismatchError
 
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 GRID_NAME = "validation.png"
+_ALL = "all"  # the one image set when validate() is given no subsets
 
 
 @dataclass(frozen=True)
@@ -148,15 +150,16 @@ def find_candidates(artifacts: BuildArtifacts, plugin_libs: Sequence[str | os.Pa
 # --- inputs ---------------------------------------------------------------------------------
 @dataclass
 class _Inputs:
-    samples: Iterator[tuple[torch.Tensor, torch.Tensor | None]]
+    samples: Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]
     total: int
     source: str
     labelled: bool
 
 
 def _inputs(card: ModelCard, data: str | None, images: str | os.PathLike[str] | None,
-            num_images: int) -> _Inputs:
-    """Images (normalised, resized to the card's input size) and their masks when labelled."""
+            num_images: int, indices: Sequence[int] | None = None) -> _Inputs:
+    """``(index, image, mask)``: images normalised and resized to the card's input size, masks when
+    labelled; the samples at ``indices``, else the first ``num_images``."""
     from edgeseg.data import load_dataset, parse_spec
     from edgeseg.data.transforms import EvalTransform
 
@@ -170,13 +173,14 @@ def _inputs(card: ModelCard, data: str | None, images: str | os.PathLike[str] | 
         from edgeseg.data.images import find_images, preprocess_image
 
         folder = Path(images)
-        files = find_images(folder)[:num_images]
+        found = find_images(folder)
+        chosen = list(indices) if indices is not None else list(range(min(num_images, len(found))))
 
-        def from_folder() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-            for f in files:
-                yield preprocess_image(f, transform), None
+        def from_folder() -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+            for i in chosen:
+                yield i, preprocess_image(found[i], transform), None
 
-        return _Inputs(from_folder(), len(files), str(folder), labelled=False)
+        return _Inputs(from_folder(), len(chosen), str(folder), labelled=False)
 
     spec = data or card.dataset
     if not spec:
@@ -187,14 +191,14 @@ def _inputs(card: ModelCard, data: str | None, images: str | os.PathLike[str] | 
     if dataset.num_classes != card.num_classes:
         raise EdgesegError(f"dataset {spec} has {dataset.num_classes} classes but the model has "
                            f"{card.num_classes}")
-    total = min(num_images, len(dataset))
+    chosen = list(indices) if indices is not None else list(range(min(num_images, len(dataset))))
 
-    def from_dataset() -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        for i in range(total):
+    def from_dataset() -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        for i in chosen:
             x, mask = dataset[i]
-            yield x, mask
+            yield i, x, mask
 
-    return _Inputs(from_dataset(), total, spec, labelled=True)
+    return _Inputs(from_dataset(), len(chosen), spec, labelled=True)
 
 
 def _round(x: float | None, digits: int = 4) -> float | None:
@@ -223,6 +227,8 @@ def validate(
     plugin_libs: Sequence[str | os.PathLike[str]] = (),
     write: bool = True,
     report_name: str = REPORT_FILE,
+    subsets: Mapping[str, Sequence[int]] | None = None,
+    splits: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Compare every artifact of a build with the PyTorch reference; write ``report.json`` and a PNG.
@@ -242,6 +248,12 @@ def validate(
         write: write the report and the PNG into ``build_dir``. Defaults to True.
         report_name: the report's file name in ``build_dir``. Defaults to ``report.json`` (the
             build's own; scoring other data goes to another name so it never replaces it).
+        subsets: named sets of sample indices of ``data``/``images`` (``"heldout"`` required,
+            e.g. also ``"tuning"``). Each candidate then gets one sub-object per set, and its
+            headline figures and verdict are the held-out set's. Defaults to one set: the first
+            ``num_images`` samples.
+        splits: what to record as ``report["splits"]`` (sample names of every set, including
+            the calibration images). Defaults to none.
         progress: show a progress bar on stderr. Defaults to True.
 
     Returns:
@@ -268,12 +280,17 @@ def validate(
         raise EdgesegError(f"{ckpt} ({ref_card.num_classes} classes, input {ref_card.input_size}) is not the "
                            f"model of {root} ({card.num_classes} classes, input {card.input_size})")
     candidates, skipped = find_candidates(artifacts, plugin_libs)
-    inputs = _inputs(card, data, images, num_images)
+    if subsets is not None and "heldout" not in subsets:
+        raise EdgesegError(f"validate: subsets must include 'heldout', got {sorted(subsets)}")
+    sets = {k: set(v) for k, v in subsets.items()} if subsets is not None else None
+    order = sorted(set().union(*sets.values())) if sets is not None else None
+    inputs = _inputs(card, data, images, num_images, order)
     names = card.class_names or [str(i) for i in range(card.num_classes)]
+    set_names = list(sets) if sets is not None else [_ALL]
 
     reference = TorchRunner(model, name=f"torch:{ckpt.name}")
-    reference_cm = ConfusionMatrix(card.num_classes, card.ignore_index)
-    agreements = [Agreement(card.num_classes, card.ignore_index) for _ in candidates]
+    reference_cms = {k: ConfusionMatrix(card.num_classes, card.ignore_index) for k in set_names}
+    agreements = [{k: Agreement(card.num_classes, card.ignore_index) for k in set_names} for _ in candidates]
     errors: list[str | None] = [None] * len(candidates)
     times: list[list[float]] = [[] for _ in candidates]
     grid_rows: list[Any] = []
@@ -293,13 +310,15 @@ def validate(
                                     "artifact": str(cand.artifact), "reason": str(e)})
                 else:
                     errors[i] = str(e)
-        for x, mask in _progress(inputs, progress):
+        for index, x, mask in _progress(inputs, progress):
+            member = [k for k in set_names if sets is None or index in sets[k]]
             batch = x[None].numpy()
             ref_out = infer(reference, batch)
             ref_labels = to_labels(ref_out)
             # Without labels the reference's own prediction is the ground truth.
             target = mask[None] if mask is not None else ref_labels
-            reference_cm.update(ref_labels, target)
+            for k in member:
+                reference_cms[k].update(ref_labels, target)
             outs: list[np.ndarray | None] = []
             for i, runner in enumerate(active):
                 if runner is None or errors[i] is not None:
@@ -307,7 +326,8 @@ def validate(
                     continue
                 try:
                     out = infer(runner, batch)
-                    agreements[i].update(ref_out, out, target)
+                    for k in member:
+                        agreements[i][k].update(ref_out, out, target)
                 except EdgesegError as e:
                     errors[i], out = str(e), None
                 times[i].append(runner.last_inference_time() or 0.0)
@@ -317,17 +337,32 @@ def validate(
                                   [None if o is None else to_labels(o)[0].numpy() for o in outs]))
 
     ran = [i for i, runner in enumerate(active) if runner is not None or errors[i] is not None]
-    results = [_candidate_result(candidates[i], agreements[i], errors[i], times[i], tolerances, names)
-               for i in ran]
-    ref = reference_cm.compute()
+    judged = "heldout" if sets is not None else _ALL
+    results = []
+    for i in ran:
+        # Headline figures and the verdict come from the judged (held-out) set; each set's own
+        # figures sit beside them.
+        result = _candidate_result(candidates[i], agreements[i][judged], errors[i], times[i], tolerances,
+                                   names)
+        if sets is not None:
+            for k in set_names:
+                result[k] = _candidate_result(candidates[i], agreements[i][k], errors[i], times[i],
+                                              tolerances, names, metrics_only=True)
+        results.append(result)
+    ref = reference_cms[judged].compute()
     passed = bool(results) and all(r["passed"] for r in results)
     report: dict[str, Any] = {
         "build": str(root),
         "reference": {"backend": "torch", "precision": "fp32", "artifact": str(ckpt),
                       "miou": _round(ref.miou), "pa": _round(ref.pa),
                       "per_class_iou": _per_class(names, ref.iou)},
-        "data": {"source": inputs.source, "ground_truth": "labels" if inputs.labelled else "reference"},
-        "num_images": inputs.total,
+        "data": {"source": inputs.source, "ground_truth": "labels" if inputs.labelled else "reference",
+                 "judged_on": judged if sets is not None else f"the first {inputs.total} images"},
+        "evaluation_mode": ("ONNX Runtime on this machine; Q/DQ and FP16 graphs on the CPU run with graph "
+                            "optimizations disabled (Q/DQ as float fake-quantization), not as TensorRT "
+                            "runs them"),
+        "splits": dict(splits) if splits is not None else None,
+        "num_images": len(sets[judged]) if sets is not None else inputs.total,
         "tolerances": asdict(tolerances),
         "candidates": results,
         "skipped": skipped,
@@ -360,8 +395,8 @@ def _progress(inputs: _Inputs, enabled: bool) -> Iterator[tuple[torch.Tensor, to
 
 
 def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times: list[float],
-                      tol: Tolerances, names: list[str]) -> dict[str, Any]:
-    result: dict[str, Any] = {
+                      tol: Tolerances, names: list[str], *, metrics_only: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = {} if metrics_only else {
         "backend": cand.backend,
         "precision": cand.precision,
         "artifact": str(cand.artifact),
@@ -373,7 +408,7 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
     failures = []
     threshold = tol.pixel_agreement[cand.precision]
     if not m.pixel_agreement >= threshold:
-        failures.append(f"pixel agreement {m.pixel_agreement:.3f}% < {threshold}% "
+        failures.append(f"pixel agreement {against(m.pixel_agreement, threshold)}% < {threshold}% "
                         f"({cand.precision} tolerance)")
     if tol.max_miou_drop is not None and m.miou_delta < -tol.max_miou_drop:
         failures.append(f"mIoU {m.miou_delta:+.2f} points vs the reference (allowed -{tol.max_miou_drop})")
@@ -386,7 +421,7 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
         "max_abs_logit_diff": _significant(m.max_abs_error),
         "mean_abs_logit_diff": _significant(m.mean_abs_error),
         "per_class_iou_delta": _per_class(names, m.iou_delta),
-        "ms_per_image": _round(1000 * float(np.mean(times)), 2) if times else None,
+        "ms_per_image": None if metrics_only or not times else _round(1000 * float(np.mean(times)), 2),
         "passed": not failures,
         "failures": failures,
     })

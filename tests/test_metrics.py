@@ -157,3 +157,12 @@ def test_to_labels_argmaxes_logits_and_keeps_label_maps():
     assert labels.dtype == torch.int64 and labels.tolist() == [[[3, 1]]]
     with pytest.raises(EdgesegError, match=r"ref: logits must be \(N, 3, H, W\), got \(1, 2, 1, 2\)"):
         to_labels(logits, 3, "ref")
+
+
+def test_failure_figures_never_round_into_a_pass() -> None:
+    from edgeseg.metrics import against
+
+    assert against(99.997, 100.0) == "99.997"  # not "100.00"
+    assert against(99.6, 99.5) == "99.60"
+    assert against(0.50001, 0.5) == "0.50001"  # a drop just over its budget shows as over
+    assert against(-0.35, 1.0) == "-0.35"

@@ -111,7 +111,8 @@ def test_validation_passes_and_writes_the_report(build_dir: Path, tmp_path: Path
     assert report["passed"] and report_failures(report) == []
     written = read_json(root / REPORT_NAME)
     assert written.pop("format") == REPORT_FORMAT and written == json.loads(json.dumps(report))
-    assert report["num_images"] == 6 and report["data"] == {"source": DATA, "ground_truth": "labels"}
+    assert report["num_images"] == 6 and report["data"] == {"source": DATA, "ground_truth": "labels",
+                                                            "judged_on": "the first 6 images"}
     assert report["reference"]["backend"] == "torch" and report["reference"]["miou"] is not None
     assert report["tolerances"] == {"pixel_agreement": {"fp32": 99.99, "fp16": 99.0, "int8": 99.5},
                                     "max_miou_drop": None}
@@ -247,3 +248,24 @@ def _other_bundle(tmp_path: Path) -> Path:
     card = ModelCard(preset="validate_tiny_net", num_classes=3, input_size=SIZE)
     save_model(tmp_path / "other.pt", ValidateTinyNet(3), card)
     return tmp_path / "other.pt"
+
+
+def test_subsets_report_each_set_and_judge_on_the_heldout_one(build_dir: Path, tmp_path: Path) -> None:
+    root = _copy(build_dir, tmp_path)
+    tuning, heldout = [0, 2, 4], [1, 3, 5, 6]
+    report = validate(root, data=DATA, subsets={"tuning": tuning, "heldout": heldout}, tolerances=LOOSE,
+                      splits={"tuning": ["a"], "heldout": ["b"]}, progress=False)
+    assert report["num_images"] == len(heldout) and report["data"]["judged_on"] == "heldout"
+    assert report["splits"] == {"tuning": ["a"], "heldout": ["b"]}
+    for c in report["candidates"]:
+        assert set(c["tuning"]) >= {"pixel_agreement", "miou_delta", "passed"}
+        # The headline is the held-out set's, figure for figure.
+        for key in ("pixel_agreement", "miou_delta", "miou", "max_abs_logit_diff"):
+            assert c[key] == c["heldout"][key]
+    # The reference's own scores are the held-out images' too.
+    alone = validate(root, data=DATA, subsets={"heldout": heldout}, tolerances=LOOSE, write=False,
+                     progress=False)
+    assert alone["reference"]["miou"] == report["reference"]["miou"]
+    assert alone["candidates"][0]["pixel_agreement"] == report["candidates"][0]["pixel_agreement"]
+    with pytest.raises(EdgesegError, match="subsets must include 'heldout'"):
+        validate(root, data=DATA, subsets={"tuning": tuning}, write=False, progress=False)

@@ -32,6 +32,8 @@ __all__ = [
     "ExportResult",
     "export_onnx",
     "carry_metadata",
+    "ensure_opset",
+    "finish_graph",
     "load_onnx",
     "module_scopes",
     "op_histogram",
@@ -225,7 +227,29 @@ def export_onnx(
         raise EdgesegError(f"ONNX export of {type(model).__name__} failed: {first}") from e
     if program is None:  # only when exporting with dynamo=False, which edgeseg never does
         raise EdgesegError(f"ONNX export of {type(model).__name__} returned no program")
-    proto = _ensure_opset(program.model_proto, config.opset)
+    return finish_graph(program.model_proto, path, config, metadata=metadata, start=start)
+
+
+def finish_graph(proto: Any, path: str | os.PathLike[str], config: ExportConfig, *,
+                 metadata: dict[str, str] | None = None, start: float | None = None) -> ExportResult:
+    """The last steps of every export: opset, metadata, checker and shape inference, atomic write.
+
+    Shared by :func:`export_onnx` and by builds that start from an FP32 ONNX graph
+    (:mod:`edgeseg.sources`), so both write ``model.onnx`` the same way.
+
+    Args:
+        proto: an ``onnx.ModelProto`` with the I/O contract of this module.
+        path: destination ``.onnx`` file.
+        config: the export's shapes, opset and output kind (recorded in the metadata).
+        metadata: extra ``metadata_props`` (the model card). Defaults to none.
+        start: ``time.perf_counter()`` when the export began. Defaults to now.
+
+    Raises:
+        EdgesegError: the opset conversion or the ONNX checker fails.
+    """
+    path = Path(path)
+    start = time.perf_counter() if start is None else start
+    proto = ensure_opset(proto, config.opset)
     _set_metadata(proto, {"edgeseg.export": json.dumps(config.to_dict()), **(metadata or {})})
     proto = check_and_infer(proto, label=str(path))
     external = save_onnx(proto, path)
@@ -255,8 +279,8 @@ def _default_opset(proto: Any) -> int:
     raise EdgesegError("ONNX model has no default-domain opset import")
 
 
-def _ensure_opset(proto: Any, opset: int) -> Any:
-    """Convert to ``opset`` if the exporter emitted another version."""
+def ensure_opset(proto: Any, opset: int) -> Any:
+    """Convert to ``opset`` if the graph holds another default-domain version."""
     import onnx.version_converter
 
     if _default_opset(proto) == opset:
@@ -264,7 +288,8 @@ def _ensure_opset(proto: Any, opset: int) -> Any:
     try:
         return onnx.version_converter.convert_version(proto, opset)
     except Exception as e:
-        raise EdgesegError(f"cannot convert the exported graph to opset {opset}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgesegError(f"cannot convert the graph from opset {_default_opset(proto)} to {opset}: {first}") from e
 
 
 def _set_metadata(proto: Any, items: dict[str, str]) -> None:

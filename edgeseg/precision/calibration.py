@@ -33,8 +33,10 @@ from edgeseg.errors import EdgesegError
 __all__ = [
     "CalibrationSet",
     "Manifest",
+    "dataset_length",
     "load_calibration_set",
     "load_validation_set",
+    "validation_spec",
     "resolve_manifest",
     "CALIBRATION_DIR",
     "DEFAULT_CALIB_SIZE",
@@ -231,15 +233,20 @@ def _preprocess_files(files: Sequence[str | os.PathLike[str]], transform: Any,
     return np.stack(out).astype(np.float32, copy=False)
 
 
-def _from_dataset(spec: str, transform: Any, size: int | None, progress: Progress | None) -> CalibrationSet:
-    """The first ``size`` samples of a dataset (all when None): the guard and validate score these."""
+def _from_dataset(spec: str, transform: Any, size: int | None, progress: Progress | None,
+                  indices: Sequence[int] | None = None) -> CalibrationSet:
+    """Samples of a dataset: ``indices`` when given, else the first ``size`` (all when None)."""
     from edgeseg.data import load_dataset, parse_spec
 
     kind, root, split = parse_spec(spec)
     dataset = load_dataset(kind, root, split, transform=transform)
     if len(dataset) == 0:
         raise EdgesegError(f"{spec}: dataset split is empty")
-    indices = list(range(min(size or len(dataset), len(dataset))))
+    if indices is None:
+        indices = list(range(min(size or len(dataset), len(dataset))))
+        how = "the first ones"
+    else:
+        how = "a seeded draw"
     images, masks = [], []
     for n, i in enumerate(indices):
         image, mask = dataset[i]
@@ -250,10 +257,36 @@ def _from_dataset(spec: str, transform: Any, size: int | None, progress: Progres
     return CalibrationSet(
         images=np.stack(images).astype(np.float32, copy=False),
         masks=np.stack(masks).astype(np.int64, copy=False),
-        source=f"{spec} ({len(indices)} of {len(dataset)}, the first ones)",
+        source=f"{spec} ({len(indices)} of {len(dataset)}, {how})",
         items=[f"{spec}[{i}]" for i in indices],
         num_classes=dataset.num_classes,
     )
+
+
+def dataset_length(spec: str) -> int:
+    """How many samples a labelled dataset spec (or a manifest's ``val_data``) holds."""
+    from edgeseg.data import load_dataset, parse_spec
+
+    spec = validation_spec(spec)
+    kind, root, split = parse_spec(spec)
+    return len(load_dataset(kind, root, split))
+
+
+def validation_spec(spec: str) -> str:
+    """The labelled dataset spec behind ``spec`` (a manifest's ``val_data``, or ``spec`` itself).
+
+    Raises:
+        EdgesegError: a manifest without ``val_data``, or a source without labels.
+    """
+    manifest = resolve_manifest(spec)
+    if manifest is not None:
+        if not manifest.val_data:
+            raise EdgesegError(f"{manifest.path}: has no 'val_data' for validation; pass --val-data")
+        spec = manifest.val_data
+    if ":" not in spec or Path(spec).is_dir():
+        raise EdgesegError(f"--val-data {spec!r}: validation needs labels; give a dataset spec "
+                           "KIND:ROOT[:split] (e.g. folder:PATH for images/ + masks/)")
+    return spec
 
 
 def load_calibration_set(
@@ -326,19 +359,20 @@ def load_validation_set(
     mean: Sequence[float],
     std: Sequence[float],
     size: int | None = None,
+    indices: Sequence[int] | None = None,
     progress: Progress | None = None,
 ) -> CalibrationSet:
-    """Load the first ``size`` images of a labelled validation set (a spec or a manifest's ``val_data``).
-
-    The first images, not a sample, so that the accuracy guard and :func:`edgeseg.validate.validate`
-    score the same images.
+    """Load images of a labelled validation set (a spec or a manifest's ``val_data``).
 
     Args:
         spec: dataset spec, or a manifest whose ``val_data`` names one.
         input_size: model input ``(H, W)``.
         mean: normalisation mean (0..1 RGB).
         std: normalisation std (0..1 RGB).
-        size: number of images; None takes the manifest's ``val_size`` or all.
+        size: number of images (the first ones) when ``indices`` is not given; None takes the
+            manifest's ``val_size`` or all.
+        indices: exactly these samples (e.g. the guard's tuning set from
+            :func:`edgeseg.data.splits.split_indices`).
         progress: called as ``progress(done, total)`` after each image.
 
     Raises:
@@ -347,12 +381,8 @@ def load_validation_set(
     from edgeseg.data.transforms import EvalTransform
 
     manifest = resolve_manifest(spec)
-    if manifest is not None:
-        if not manifest.val_data:
-            raise EdgesegError(f"{manifest.path}: has no 'val_data' for validation; pass --val-data")
-        spec, size = manifest.val_data, size if size is not None else manifest.val_size
-    if ":" not in spec or Path(spec).is_dir():
-        raise EdgesegError(f"--val-data {spec!r}: validation needs labels; give a dataset spec "
-                           "KIND:ROOT[:split] (e.g. folder:PATH for images/ + masks/)")
+    if manifest is not None and size is None:
+        size = manifest.val_size
+    spec = validation_spec(spec)
     transform = EvalTransform(tuple(input_size), mean=tuple(mean), std=tuple(std))
-    return _from_dataset(spec, transform, size, progress)
+    return _from_dataset(spec, transform, size, progress, indices)

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from edgeseg.errors import AccuracyGateError, EdgesegError
+from edgeseg.metrics import against
 
 __all__ = [
     "Evaluation",
@@ -282,6 +283,7 @@ def run_accuracy_guard(
             return GuardResult(budget, evaluation, min_agreement, excluded=excluded, ranking=ranking,
                                steps=steps)
     raise AccuracyGateError(
-        f"INT8 graph misses its target (mIoU drop {evaluation.drop:.2f} ≤ {budget}, pixel agreement "
-        f"{evaluation.pixel_agreement:.2f}% ≥ {min_agreement}%) even with all {len(ranking)} INT8 layers "
-        "excluded; use --precision fp16 or relax --max-miou-drop / --min-agreement")
+        f"INT8 graph misses its target even with all {len(ranking)} INT8 layers excluded: mIoU drop "
+        f"{against(evaluation.drop, budget)} (allowed ≤ {budget}), pixel agreement "
+        f"{against(evaluation.pixel_agreement, min_agreement)}% (needed ≥ {min_agreement}%); "
+        "use --precision fp16 or relax --max-miou-drop / --min-agreement")

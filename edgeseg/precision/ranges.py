@@ -3,6 +3,9 @@
 The collector runs the FP32 graph in ONNX Runtime (graph optimizations disabled, so every tensor
 keeps its name) with every float activation exposed as an output, and reduces each tensor to one
 number, its *amax*: the symmetric clipping range of its INT8 quantization (scale = amax / 127).
+The graph runs in segments that each expose a bounded share of the activations, and each value is
+reduced into its statistics and freed at once (:func:`iter_activations`), so memory stays bounded
+whatever the image size; the statistics are the same as from exposing everything at once.
 
 * ``max`` — the largest ``|x|`` seen. No clipping; one outlier widens the range for all values.
 * ``percentile`` — the ``p``-th percentile of ``|x|`` (default 99.99) from a histogram.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,7 @@ from edgeseg.errors import EdgesegError
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "DEFAULT_SEGMENT_BYTES",
     "RangeCollector",
     "activation_tensors",
     "collect_ranges",
@@ -167,14 +172,122 @@ def activation_tensors(model: Any) -> list[str]:
             if graph.elem_type.get(n) in float_types and not graph.is_constant(n)]
 
 
+#: Bytes of activations one graph segment may expose per batch (see :func:`iter_activations`).
+DEFAULT_SEGMENT_BYTES = 512 * 2**20
+
+
+@dataclass
+class _Segment:
+    """A run of consecutive nodes of the graph, as its own model.
+
+    Args:
+        model: the serialized segment.
+        inputs: tensors it reads from the graph input or earlier segments.
+        exposed: the activations it reports.
+        carry: tensors it computes that later segments read.
+        release: tensors no segment after this one reads.
+    """
+
+    model: bytes
+    inputs: list[str]
+    exposed: list[str]
+    carry: list[str]
+    release: list[str]
+
+
+def _node_reads(node: Any) -> list[str]:
+    """Every tensor a node reads, including what its subgraphs (If/Loop bodies) read from outside."""
+    import onnx
+
+    reads = [name for name in node.input if name]
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for graph in graphs:
+            for inner in graph.node:
+                reads.extend(_node_reads(inner))
+    return reads
+
+
+def _static_bytes(value_info: Any) -> int:
+    """Size of one tensor from its inferred shape (a dynamic dimension counts as 1)."""
+    import onnx
+
+    tensor_type = value_info.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else 1 for d in tensor_type.shape.dim]
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).itemsize
+    return int(np.prod(dims, dtype=np.int64)) * itemsize
+
+
+def _plan_segments(model: Any, names: list[str], max_bytes: int) -> list[_Segment]:
+    """Cut a (shape-inferred) graph into segments that each expose at most ``max_bytes`` of ``names``.
+
+    A single node whose outputs exceed the budget gets a segment of its own. A cut is only made
+    where every tensor crossing it has an inferred type (a segment's inputs must be typed).
+    """
+    import onnx
+
+    graph = model.graph
+    typed = {vi.name: vi for vi in [*graph.input, *graph.value_info, *graph.output]
+             if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
+    initializers = {t.name: t for t in graph.initializer}
+    nodes = list(graph.node)
+    reads = [[r for r in _node_reads(n) if r not in initializers] for n in nodes]
+    last_read = {name: i for i, node_reads in enumerate(reads) for name in node_reads}
+    wanted = set(names)
+
+    spans, begin, size, live = [], 0, 0, set()
+    for i, node in enumerate(nodes):
+        live = {t for t in live if last_read.get(t, -1) >= i}
+        cost = sum(_static_bytes(typed[o]) for o in node.output if o in wanted)
+        if i > begin and size + cost > max_bytes and all(t in typed for t in live):
+            spans.append((begin, i))
+            begin, size = i, 0
+        size += cost
+        live.update(o for o in node.output if o)
+    spans.append((begin, len(nodes)))
+
+    segments: list[_Segment] = []
+    available = {i.name for i in graph.input if i.name not in initializers}
+    for k, (a, b) in enumerate(spans):
+        produced = [o for n in nodes[a:b] for o in n.output if o]
+        inside = set(produced)
+        inputs = list(dict.fromkeys(r for rs in reads[a:b] for r in rs if r not in inside and r in available))
+        later = {r for rs in reads[b:] for r in rs}
+        exposed = [o for o in produced if o in wanted]
+        carry = [o for o in produced if o in later]
+        release = [t for t in [*inputs, *carry] if t not in later]
+        used = {r for n in nodes[a:b] for r in _node_reads(n)}
+        outputs = list(dict.fromkeys([*exposed, *carry]))
+        segment_graph = onnx.helper.make_graph(
+            nodes[a:b], f"{graph.name}_part{k}",
+            inputs=[typed[t] for t in inputs],
+            outputs=[typed.get(t) or onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
+                     for t in outputs],
+            initializer=[t for name, t in initializers.items() if name in used])
+        segment = onnx.helper.make_model(segment_graph, opset_imports=model.opset_import,
+                                         ir_version=model.ir_version)
+        segment.functions.extend(model.functions)
+        segments.append(_Segment(segment.SerializeToString(), inputs, exposed, carry, release))
+        available.update(produced)
+    return segments
+
+
 def iter_activations(
     onnx_path: str | os.PathLike[str],
     images: np.ndarray,
     names: list[str] | None = None,
     *,
+    max_bytes: int = DEFAULT_SEGMENT_BYTES,
     progress: Callable[[int, int], None] | None = None,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Run a graph over ``images`` batch by batch, yielding the values of the requested tensors.
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Run a graph over ``images`` batch by batch, yielding the requested tensors one at a time.
+
+    Exposing every activation of a large graph at once needs all of them in memory together (over
+    10 GiB for one 1024x2048 image through a ResNet-50), so the graph is cut into consecutive
+    segments that each expose at most ``max_bytes`` of the requested tensors per batch. Each batch
+    runs through the segments in turn; only the tensors a later segment reads are kept between
+    them, and each segment's outputs are handed over and dropped before the next one runs. The
+    time is that of one pass; the memory is bounded by the largest segment.
 
     ONNX Runtime runs with graph optimizations disabled so that every tensor keeps its name and
     value. The images are fed in the graph's static batch size; a tail that cannot fill it is
@@ -184,33 +297,53 @@ def iter_activations(
         onnx_path: the graph.
         images: float32 ``(N, 3, H, W)`` preprocessed images.
         names: tensors to expose. Defaults to :func:`activation_tensors`.
+        max_bytes: bytes of exposed tensors per segment and batch (from the inferred shapes).
+            Defaults to :data:`DEFAULT_SEGMENT_BYTES`.
         progress: called as ``progress(done, total)`` after each batch.
 
     Yields:
-        ``{tensor name: value}`` per batch.
+        ``(tensor name, value)``, batch by batch; the values of one tensor come in batch order.
     """
+    import contextlib
+
     import onnx
 
     from edgeseg.export.onnx_export import INPUT_NAME, load_onnx
     from edgeseg.runners.onnxrt import OnnxrtRunner
 
+    if max_bytes <= 0:
+        raise EdgesegError(f"max_bytes must be positive, got {max_bytes}")
     model = onnx.shape_inference.infer_shapes(load_onnx(onnx_path))
     names = activation_tensors(model) if names is None else names
-    existing = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in existing:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else 1
     if len(images) < batch:
         raise EdgesegError(f"{onnx_path}: needs at least {batch} images (the graph's batch), "
                            f"got {len(images)}")
     steps = len(images) // batch
-    runner = OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled", name=str(onnx_path))
-    with runner:
+    segments = _plan_segments(model, names, max_bytes)
+    del model  # the segments hold their own copies of the weights
+    runners = [OnnxrtRunner(s.model, graph_optimization="disabled", name=f"{onnx_path} (part {k + 1})")
+               for k, s in enumerate(segments)]
+    import onnxruntime as ort
+    shrink = ort.RunOptions()
+    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    with contextlib.ExitStack() as stack:
+        for runner in runners:
+            stack.enter_context(runner)
         for step in range(steps):
-            outputs = runner.infer({INPUT_NAME: images[step * batch:(step + 1) * batch]})
-            yield {name: outputs[name] for name in names}
+            live = {INPUT_NAME: images[step * batch:(step + 1) * batch]}
+            if INPUT_NAME in names:
+                yield INPUT_NAME, live[INPUT_NAME]
+            for segment, runner in zip(segments, runners, strict=True):
+                fetch = [*segment.exposed, *segment.carry]
+                outputs = dict(zip(fetch, runner.session.run(fetch, {t: live[t] for t in segment.inputs}, shrink), strict=True))
+                live.update((t, outputs[t]) for t in segment.carry)
+                for t in segment.release:
+                    live.pop(t, None)
+                for t in segment.exposed:
+                    yield t, outputs.pop(t)
+                del outputs
             if progress:
                 progress(step + 1, steps)
 
@@ -221,6 +354,7 @@ def collect_ranges(
     method: str,
     *,
     percentile: float = DEFAULT_PERCENTILE,
+    max_bytes: int = DEFAULT_SEGMENT_BYTES,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
     """Run the FP32 graph over ``images`` and return the amax of every float activation.
@@ -230,13 +364,15 @@ def collect_ranges(
         images: float32 ``(N, 3, H, W)`` preprocessed calibration images.
         method: ``"max"``, ``"percentile"`` or ``"entropy"``.
         percentile: for ``"percentile"``. Defaults to 99.99.
+        max_bytes: activation bytes exposed at once (see :func:`iter_activations`); bounds the
+            memory, not the result. Defaults to :data:`DEFAULT_SEGMENT_BYTES`.
         progress: called as ``progress(done, total)`` after each batch.
 
     Returns:
         ``{tensor name: amax}``.
     """
     collector = RangeCollector(method, percentile=percentile)
-    for values in iter_activations(onnx_path, images, progress=progress):
-        for name, value in values.items():
-            collector.update(name, value)
+    for name, value in iter_activations(onnx_path, images, max_bytes=max_bytes, progress=progress):
+        collector.update(name, value)
+        del value  # free it before the generator computes the next segment
     return collector.amax()

@@ -19,7 +19,7 @@ from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.stages.options import DEFAULT_PLUGIN_LIB, DEMO_CALIBRATION, BuildOptions, ModelSource
 
-__all__ = ["BuildContext", "Reporter", "finish_hint"]
+__all__ = ["BuildContext", "Reporter", "Splits", "finish_hint"]
 
 Progress = Callable[[int, int], None]
 
@@ -48,6 +48,34 @@ class Reporter:
     def task(self, description: str, total: int) -> Iterator[Progress]:
         """A long step with a known number of items; yields ``progress(done, total)``."""
         yield lambda done, total: None
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The labelled images a build judges on, drawn disjoint and seeded from one dataset.
+
+    Attributes:
+        spec: the dataset (``KIND:ROOT[:split]``).
+        tuning: sample indices the accuracy guard tunes the INT8 graph on.
+        heldout: sample indices the validation judges the deployed graph on (never tuned on).
+        calibration: sample indices of the calibration set when it comes from the same dataset
+            (empty when calibration has a source of its own).
+        seed: the draw's seed.
+    """
+
+    spec: str
+    tuning: list[int]
+    heldout: list[int]
+    calibration: list[int]
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Sample names per set, as ``report.json`` records them."""
+        def names(ids: list[int]) -> list[str]:
+            return [f"{self.spec}[{i}]" for i in ids]
+
+        return {"source": self.spec, "seed": self.seed, "tuning": names(self.tuning),
+                "heldout": names(self.heldout), "calibration": names(self.calibration)}
 
 
 @dataclass
@@ -80,6 +108,7 @@ class BuildContext:
     _model: Any = None
     _calibration: Any = None
     _validation: Any = None
+    _splits: Splits | None = None
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -176,7 +205,7 @@ class BuildContext:
 
     def calibration_set(self, required: bool) -> Any:
         """The preprocessed calibration images (loaded once), or None when there are none."""
-        from edgeseg.precision.calibration import load_calibration_set
+        from edgeseg.precision.calibration import load_calibration_set, load_validation_set
 
         if self._calibration is not None:
             return self._calibration
@@ -187,25 +216,58 @@ class BuildContext:
                                    "KIND:ROOT[:split] or a manifest name such as demo)")
             return None
         card = self.need_card()
+        splits = self.splits()
         with self.reporter.task("loading calibration images", self.options.calib_size) as progress:
-            self._calibration = load_calibration_set(spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
-                                                     mean=card.mean, std=card.std,
-                                                     size=self.options.calib_size, progress=progress)
+            if splits is not None and splits.calibration:
+                # Calibration shares its source with validation: its draw is disjoint from both sets.
+                self._calibration = load_validation_set(
+                    splits.spec, input_size=tuple(card.input_size), mean=card.mean,  # type: ignore[arg-type]
+                    std=card.std, indices=splits.calibration, progress=progress)
+            else:
+                self._calibration = load_calibration_set(
+                    spec, input_size=tuple(card.input_size), mean=card.mean,  # type: ignore[arg-type]
+                    std=card.std, size=self.options.calib_size, progress=progress)
         return self._calibration
 
+    def splits(self) -> Splits | None:
+        """The tuning and held-out sets (drawn once), or None without labelled validation data."""
+        from edgeseg.data.splits import MIN_HELDOUT, split_indices
+        from edgeseg.precision.calibration import dataset_length, validation_spec
+
+        if self._splits is not None:
+            return self._splits
+        spec, size = self.validation_data()
+        if spec is None:
+            return None
+        spec = validation_spec(spec)
+        calib = self.calibration_spec()
+        shared = calib is not None and self.precision is Precision.INT8 and calib == spec
+        sizes = {"tuning": size, "heldout": size}
+        if shared:
+            sizes = {"calibration": self.options.calib_size, **sizes}
+        drawn = split_indices(dataset_length(spec), sizes)
+        self._splits = Splits(spec, drawn["tuning"], drawn["heldout"], drawn.get("calibration", []))
+        if len(self._splits.heldout) < MIN_HELDOUT:
+            self.reporter.note(f"only {len(self._splits.heldout)} held-out image(s) in {spec} after "
+                               f"{len(self._splits.tuning)} for tuning"
+                               + (f" and {len(self._splits.calibration)} for calibration" if shared else "")
+                               + ": the verdict rests on few images (give more, or a separate --val-data)")
+        return self._splits
+
     def validation_set(self) -> Any:
-        """The validation images the guard tunes on (loaded once), or None without labelled data."""
+        """The guard's tuning images (loaded once), or None without labelled data."""
         from edgeseg.precision.calibration import load_validation_set
 
         if self._validation is not None:
             return self._validation
-        spec, size = self.validation_data()
-        if spec is None:
+        splits = self.splits()
+        if splits is None:
             return None
         card = self.need_card()
-        with self.reporter.task("loading validation images", size) as progress:
-            self._validation = load_validation_set(spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
-                                                   mean=card.mean, std=card.std, size=size, progress=progress)
+        with self.reporter.task("loading tuning images", len(splits.tuning)) as progress:
+            self._validation = load_validation_set(splits.spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
+                                                   mean=card.mean, std=card.std, indices=splits.tuning,
+                                                   progress=progress)
         return self._validation
 
     def int8_agreement_gate(self) -> float:

@@ -163,8 +163,9 @@ class ValidateStage(Stage):
 
     def options(self, ctx: BuildContext) -> dict[str, Any]:
         data, size = self._data(ctx)
+        splits = ctx.splits()
         return {"data": data, "images": size, "pixel_agreement": self._tolerances(ctx).pixel_agreement,
-                "engine": ctx.engine}
+                "engine": ctx.engine, "splits": splits.to_dict() if splits is not None else None}
 
     def fresh(self, ctx: BuildContext, inputs: dict[str, Path], options: dict[str, Any]) -> bool:
         # Only a passed validation is reused: a failure may come from outside the artifacts (a
@@ -185,9 +186,21 @@ class ValidateStage(Stage):
         data, size = self._data(ctx)
         plugin_libs = ([ctx.plugin_library()] if ctx.options.plugin and ctx.engine.get("status") == "built"
                        else [])
-        ctx.report = validate(ctx.folder, checkpoint=checkpoint, data=data, num_images=size,
-                              tolerances=self._tolerances(ctx), engine=ctx.engine, plugin_libs=plugin_libs,
-                              progress=ctx.reporter.show_progress)
+        splits = ctx.splits()
+        kwargs: dict[str, Any] = {}
+        if splits is not None:
+            # Judged on the held-out images; the tuning images are reported beside them.
+            calibration = ctx.calibration_set(required=False)
+            record = splits.to_dict()
+            if not splits.calibration and calibration is not None:
+                record["calibration"] = list(calibration.items)
+            kwargs = {"data": splits.spec, "subsets": {"tuning": splits.tuning, "heldout": splits.heldout},
+                      "splits": record}
+        else:
+            kwargs = {"data": data, "num_images": size}
+        ctx.report = validate(ctx.folder, checkpoint=checkpoint, tolerances=self._tolerances(ctx),
+                              engine=ctx.engine, plugin_libs=plugin_libs, progress=ctx.reporter.show_progress,
+                              **kwargs)
         self._judge(ctx)
         return Outcome({"report": ctx.path(REPORT_FILE)}, results={"passed": ctx.report.get("passed")},
                        detail=f"{REPORT_FILE}: {'passed' if ctx.report.get('passed') else 'FAILED'}")

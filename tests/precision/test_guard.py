@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgeseg.errors import EdgesegError
+from edgeseg.errors import AccuracyGateError, EdgesegError
 from edgeseg.export import ExportConfig, export_onnx, load_onnx, simplify_onnx
 from edgeseg.precision.guard import (
     Evaluation,
@@ -119,7 +119,8 @@ def test_guard_passes_without_ranking_when_within_budget() -> None:
 
 
 def test_guard_fails_when_budget_cannot_be_met() -> None:
-    with pytest.raises(EdgesegError, match=r"mIoU drop .* ≤ 0.5, .* even with all 3 INT8 layers"):
+    with pytest.raises(AccuracyGateError,
+                       match=r"even with all 3 INT8 layers excluded: mIoU drop 10\.00 \(allowed ≤ 0\.5\)"):
         run_accuracy_guard(budget=0.5, quantize=lambda excluded: Path("m.onnx"),
                            evaluate=lambda path: Evaluation(70.0, 80.0, 90.0, 8),
                            rank=lambda path: [("a", 3.0), ("b", 2.0), ("c", 1.0)])

@@ -371,3 +371,21 @@ def test_build_names_cannot_escape_the_output_folder(options: dict, message: str
     with pytest.raises(EdgesegError, match=message):
         Build(BuildOptions(out_dir=tmp_path / "engines", **options)).run()
     assert not (tmp_path / "engines").exists() or not any((tmp_path / "engines").iterdir())
+
+
+@NO_TRT
+def test_report_judges_on_heldout_images_disjoint_from_tuning_and_calibration(int8_build: tuple) -> None:
+    result, reporter = int8_build
+    # 4 held-out images (val_size=4): the build says its verdict rests on few images.
+    assert any("4 held-out image(s)" in n and "few images" in n for n in reporter.notes)
+    report = read_json(result.folder / "report.json")
+    splits = report["splits"]
+    tuning, heldout, calibration = set(splits["tuning"]), set(splits["heldout"]), set(splits["calibration"])
+    assert tuning and heldout and calibration
+    assert not tuning & heldout and not calibration & (tuning | heldout)
+    assert report["data"]["judged_on"] == "heldout" and report["num_images"] == len(heldout)
+    int8 = next(c for c in report["candidates"] if c["precision"] == "int8")
+    assert int8["pixel_agreement"] == int8["heldout"]["pixel_agreement"]
+    # The guard tuned on exactly the tuning images.
+    guard = read_json(result.folder / "build.json")["stages"]["quantize"]["results"]["accuracy_guard"]
+    assert f"{len(tuning)} of" in guard["validation"] and "seeded draw" in guard["validation"]
