@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeseg._memory import peak_rss_mb, reset_peak_rss
 from edgeseg.build_folder import CARD_FILE, BuildRecord, Precision, folder_lock, graph_precision
 from edgeseg.errors import AccuracyGateError, EdgesegError
 from edgeseg.stages.base import Stage
@@ -71,28 +72,6 @@ def _portable(path: Path) -> str:
     """``path`` relative to the working directory when it lies inside it, else absolute."""
     absolute = path.resolve()
     return str(absolute.relative_to(Path.cwd())) if absolute.is_relative_to(Path.cwd()) else str(absolute)
-
-
-def _reset_peak_rss() -> None:
-    """Restart the kernel's peak-RSS counter (Linux ≥ 4.0), so each stage gets its own peak."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # elsewhere the peak is the process's since start
-
-
-def _peak_rss_mib() -> float | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 class Build:
@@ -194,7 +173,7 @@ class Build:
             self._show(stage.name, "cached", 0.0, stage.reuse(ctx))
             return
         ctx.record.forget(stage.key(ctx))
-        _reset_peak_rss()
+        reset_peak_rss()
         start = time.perf_counter()
         try:
             outcome = stage.run(ctx)
@@ -206,7 +185,7 @@ class Build:
             raise
         seconds = time.perf_counter() - start
         ctx.record.record(stage.key(ctx), inputs=inputs, outputs=outcome.outputs, options=options,
-                          results=outcome.results, duration_s=seconds, peak_rss_mib=_peak_rss_mib(),
+                          results=outcome.results, duration_s=seconds, peak_rss_mib=round(peak_rss_mb(), 1),
                           status=outcome.status, reason=outcome.reason)
         self._show(stage.name, outcome.status, seconds, outcome.detail)
 

@@ -23,7 +23,8 @@ def test_int8_quantizer_imports_the_packages_declared_for_it() -> None:
     import modelopt.onnx.quantization  # noqa: F401
 
     declared = _requirements()
-    for module, dist in (("lief", "lief"), ("onnxslim", "onnxslim"), ("onnx_graphsurgeon", "onnx-graphsurgeon")):
+    needed = (("lief", "lief"), ("onnxslim", "onnxslim"), ("onnx_graphsurgeon", "onnx-graphsurgeon"))
+    for module, dist in needed:
         assert module in sys.modules, f"modelopt no longer imports {module}: drop {dist} from pyproject.toml"
         assert dist in declared, f"{dist} is imported by the INT8 quantizer but not declared"
 
@@ -39,7 +40,8 @@ def test_no_sdist_only_dependency_comes_back() -> None:
 
 def test_test_only_packages_live_in_the_dev_extra() -> None:
     project = tomllib.loads(PYPROJECT.read_text())["project"]
-    dev = {re.split(r"[\s\[<>=!;~]", s, maxsplit=1)[0].lower() for s in project["optional-dependencies"]["dev"]}
+    extra = project["optional-dependencies"]["dev"]
+    dev = {re.split(r"[\s\[<>=!;~]", s, maxsplit=1)[0].lower() for s in extra}
     declared = _requirements()
     for name in ("pytest", "pytest-xdist", "hypothesis", "onnxconverter-common", "ruff", "mypy"):
         assert name in dev and name not in declared, name
