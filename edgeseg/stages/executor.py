@@ -86,6 +86,7 @@ class Build:
         self.options = options
         self.reporter = reporter or Reporter()
         self._summary: list[tuple[str, str, float, str]] = []
+        self.folder: Path | None = None
 
     def run(self, *, until: str | None = None) -> BuildResult:
         """Run every stage the options ask for.
@@ -134,6 +135,7 @@ class Build:
                                "conversion of a graph with plugin nodes needs TensorRT")
         folder = Path(o.out_dir) / build_name(o, source.name, f"--model {source.ref}")
         held.enter_context(folder_lock(folder))  # before build.json is read: one writer at a time
+        self.folder = folder  # the CLI names it when the build is interrupted
         record = BuildRecord(folder)
         # "options" (with the resolved precision and checkpoint) is what the runtime and validation
         # read back from build.json. The checkpoint is recorded relative to the working directory
@@ -161,6 +163,7 @@ class Build:
             folder = Path(self.options.out_dir) / build_name(self.options, path.name.split(".")[0],
                                                              f"--from-onnx {path}")
         held.enter_context(folder_lock(folder))
+        self.folder = folder
         record = BuildRecord(folder)
         record.meta.setdefault("name", folder.name)
         return BuildContext(options=self.options, reporter=self.reporter, folder=folder, record=record,
