@@ -19,6 +19,7 @@ serves every set of excluded layers (the accuracy guard re-quantizes without rec
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -272,6 +273,20 @@ def _plan_segments(model: Any, names: list[str], max_bytes: int) -> list[_Segmen
     return segments
 
 
+@functools.cache
+def _register_plain_cpu_allocator() -> None:
+    """Register a CPU allocator without arena in ONNX Runtime's environment, once per process.
+
+    Each session otherwise grows its own arena to its peak and keeps it: over all the segments of
+    a graph that is as much memory as exposing every activation at once. Sessions opt in to this
+    shared, arena-less allocator with ``session.use_env_allocators``; no other session uses it.
+    """
+    import onnxruntime as ort
+
+    info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_DEVICE_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    ort.create_and_register_allocator(info, None)
+
+
 def iter_activations(
     onnx_path: str | os.PathLike[str],
     images: np.ndarray,
@@ -287,7 +302,8 @@ def iter_activations(
     segments that each expose at most ``max_bytes`` of the requested tensors per batch. Each batch
     runs through the segments in turn; only the tensors a later segment reads are kept between
     them, and each segment's outputs are handed over and dropped before the next one runs. The
-    time is that of one pass; the memory is bounded by the largest segment.
+    sessions allocate without arenas (:func:`_register_plain_cpu_allocator`). The time is that of
+    one pass; the memory is bounded by the largest segment.
 
     ONNX Runtime runs with graph optimizations disabled so that every tensor keeps its name and
     value. The images are fed in the graph's static batch size; a tail that cannot fill it is
@@ -323,11 +339,10 @@ def iter_activations(
     steps = len(images) // batch
     segments = _plan_segments(model, names, max_bytes)
     del model  # the segments hold their own copies of the weights
-    runners = [OnnxrtRunner(s.model, graph_optimization="disabled", name=f"{onnx_path} (part {k + 1})")
+    _register_plain_cpu_allocator()
+    runners = [OnnxrtRunner(s.model, graph_optimization="disabled", name=f"{onnx_path} (part {k + 1})",
+                            session_config={"session.use_env_allocators": "1"})
                for k, s in enumerate(segments)]
-    import onnxruntime as ort
-    shrink = ort.RunOptions()
-    shrink.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     with contextlib.ExitStack() as stack:
         for runner in runners:
             stack.enter_context(runner)
@@ -336,8 +351,7 @@ def iter_activations(
             if INPUT_NAME in names:
                 yield INPUT_NAME, live[INPUT_NAME]
             for segment, runner in zip(segments, runners, strict=True):
-                fetch = [*segment.exposed, *segment.carry]
-                outputs = dict(zip(fetch, runner.session.run(fetch, {t: live[t] for t in segment.inputs}, shrink), strict=True))
+                outputs = runner.infer({t: live[t] for t in segment.inputs})
                 live.update((t, outputs[t]) for t in segment.carry)
                 for t in segment.release:
                     live.pop(t, None)
