@@ -251,8 +251,9 @@ def plan_cases(
     else:
         artifacts = BuildArtifacts.from_dir(p)
         input_size = artifacts.card.input_size
-        onnx_files = list(artifacts.onnx.values())
-        engines = artifacts.engines
+        # Only what its build recorded, unchanged since (a hand-edited graph is refused).
+        onnx_files = [artifacts.verify(p) for p in artifacts.onnx.values()]
+        engines = {p: artifacts.verify(e) for p, e in artifacts.engines.items()}
         bundle = bundle or artifacts.checkpoint()
         if bundle is None and "torch" in wanted:
             skipped["torch"] = "no .pt bundle recorded in build.json (pass --checkpoint)"

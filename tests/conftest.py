@@ -129,6 +129,9 @@ def rt_static_build(rt_build: Path, rt_model: nn.Module, tmp_path: Path) -> Call
             external_data=False,
             verbose=False,
         )
+        from edgeseg.build_folder import BuildRecord
+
+        BuildRecord(build).record("export", inputs={}, outputs={"onnx": build / "model.onnx"}, options={})
         return build
 
     return make
@@ -172,7 +175,9 @@ def rt_build(rt_model: nn.Module, rt_card: ModelCard, tmp_path_factory: pytest.T
 
     record = BuildRecord(root)  # build.json through its one writer, so the fixture follows its format
     record.meta["options"] = {"precision": "fp32"}
-    record.save()
+    # As the export and fp16 stages record them: consumers refuse graphs no stage recorded.
+    record.record("export", inputs={}, outputs={"onnx": root / "model.onnx"}, options={})
+    record.record("fp16", inputs={}, outputs={"onnx": root / "model.fp16.onnx"}, options={})
     return root
 
 

@@ -95,7 +95,7 @@ def open_backend(
         if backend not in ("auto", kind):
             raise EdgesegError(f"{p}: a {p.suffix} file runs on {kind}, not {backend}")
         opener = _open_trt if kind == "tensorrt" else _open_ort
-        return opener(p, artifacts.card, file_precision, skipped={})
+        return opener(artifacts.verify(p), artifacts.card, file_precision, skipped={})
     artifacts = BuildArtifacts.from_dir(p)
     precision = Precision.parse(precision) if precision else artifacts.default_precision()
     if precision not in artifacts.precisions():
@@ -111,12 +111,12 @@ def open_backend(
                         f"no model.{precision}.engine in {p} (build it on the target "
                         f"with 'edgeseg build --from-onnx')"
                     )
-                return _open_trt(engine, artifacts.card, precision, skipped=skipped)
+                return _open_trt(artifacts.verify(engine), artifacts.card, precision, skipped=skipped)
             if kind == "onnxruntime":
                 graph = artifacts.onnx_for(precision)
                 if graph is None:
                     raise EdgesegError(f"no {precision} ONNX graph in {p}")
-                return _open_ort(graph, artifacts.card, precision, skipped=skipped)
+                return _open_ort(artifacts.verify(graph), artifacts.card, precision, skipped=skipped)
             checkpoint = artifacts.checkpoint()
             if checkpoint is None:
                 raise EdgesegError(

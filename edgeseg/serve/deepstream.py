@@ -188,7 +188,7 @@ def export_deepstream(
         raise EdgesegError(
             f"segmentation threshold must be in [0, 1) (it compares probabilities), got {threshold}"
         )
-    inputs, outputs = onnx_io(graph)
+    inputs, outputs = onnx_io(artifacts.verify(graph))
     if len(inputs) != 1 or len(inputs[0].dims) != 4:
         raise EdgesegError(
             f"{graph}: expected one (N, 3, H, W) input, got {[(t.name, t.dims) for t in inputs]}"

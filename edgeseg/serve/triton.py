@@ -122,8 +122,10 @@ def export_triton(
     use_engine = engine is not None and backend in ("auto", "tensorrt")
     if graph is None:
         raise EdgesegError(f"{artifacts.root}: no {precision} ONNX graph (needed for the I/O description)")
+    if use_engine and engine is not None:
+        artifacts.verify(engine)
     # The engine was built from this graph, so its I/O names, types and dims are the engine's too.
-    inputs, outputs = onnx_io(graph)
+    inputs, outputs = onnx_io(artifacts.verify(graph))
     profile = _engine_batch_profile(artifacts.engine_metadata(precision) if use_engine else None)
     static_batch = _static_batch(inputs)
     if static_batch is not None:

@@ -97,6 +97,16 @@ def test_labels_graph_and_bad_options_refused(
         export_deepstream(build, tmp_path / "out")
 
 
+def test_edited_graph_is_refused(rt_build: Path, tmp_path: Path) -> None:
+    build = tmp_path / "edited"
+    shutil.copytree(rt_build, build)
+    with open(build / "model.fp16.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(EdgesegError, match=r"model\.fp16\.onnx: changed since it was built"):
+        export_deepstream(build, tmp_path / "out", precision="fp16")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_fp16_output_is_widened_for_nvinfer(rt_build: Path, tmp_path: Path) -> None:
     """nvinfer's parser reads FP32 only: an FP16 logits output gets softmax then a Cast to FP32."""
     build = tmp_path / "half_out"
@@ -109,6 +119,10 @@ def test_fp16_output_is_widened_for_nvinfer(rt_build: Path, tmp_path: Path) -> N
         node.output[:] = ["logits" if o == last.input[0] else o for o in node.output]
     model.graph.output[0].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16
     onnx.save(model, build / "model.fp16.onnx")
+    from edgeseg.build_folder import BuildRecord
+
+    # Recorded as a build would (an unrecorded edit is refused: see test_edited_graph_is_refused).
+    BuildRecord(build).record("fp16", inputs={}, outputs={"onnx": build / "model.fp16.onnx"}, options={})
     result = export_deepstream(build, tmp_path / "out", precision="fp16")
     exported = onnx.load(result.onnx_path)
     assert exported.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT

@@ -173,6 +173,13 @@ def test_engine_plan_copied_verbatim_with_profile_batch(rt_build: Path, tmp_path
             ],
         },
     )
+    from edgeseg.build_folder import BuildRecord
+
+    # An engine nothing recorded is refused; recorded as the engine stage does, it is exported.
+    with pytest.raises(EdgesegError, match=r"model\.fp32\.engine: not recorded in"):
+        export_triton(build, tmp_path / "repo")
+    BuildRecord(build).record("engine:fp32", inputs={}, options={},
+                              outputs={"engine": build / "model.fp32.engine"})
     result = export_triton(build, tmp_path / "repo")
     cfg = parse_pbtxt(result.config_path.read_text())
     assert cfg["platform"] == "tensorrt_plan"

@@ -73,3 +73,20 @@ def test_video_command_missing_input(
     with pytest.raises(SystemExit) as exit_info:
         main(["video", str(tmp_path / "none.mp4"), "--build", str(rt_build)])
     assert exit_info.value.code == 2 and "not found" in capsys.readouterr().err
+
+
+def test_video_refuses_a_graph_edited_after_its_build(
+    rt_build: Path, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    build = Path(shutil.copytree(rt_build, tmp_path / "edited"))
+    with open(build / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    out = tmp_path / "seg.mp4"
+    with pytest.raises(SystemExit) as info:
+        main(["video", str(clip), "--build", str(build), "--out", str(out), "--backend", "onnxruntime"])
+    assert info.value.code == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "model.onnx: changed since it was built" in err[0]
+    assert not out.exists()
