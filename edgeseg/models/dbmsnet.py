@@ -1,6 +1,6 @@
 """DBMSNet: a double-branch multi-stage network with dense dilated convolution (seed paper 2).
 
-Two branches on a ResNet backbone (DESIGN.md §3.4):
+Two branches on a ResNet backbone (docs/design.md §3.4):
 
 * spatial branch: Feature Refine (FR) concatenates shallow and deep stages (``De1`` and upsampled
   ``De3`` by default), a 1×1 conv + BN + ReLU reduces them to 320 channels, the mixed dilation
@@ -12,7 +12,7 @@ The branch logits are brought to the finer of their two resolutions and merged a
 ``0.4 · spatial + 1.0 · semantic``, then upsampled to the input size. Every ablation of the paper is
 a field of :class:`DBMSNetConfig`.
 
-Choices where the paper is ambiguous (first option of DESIGN.md §3.4 unless stated):
+Choices where the paper is ambiguous (first option of docs/design.md §3.4 unless stated):
 
 * FR fuses at ``De1``'s resolution (paper text), not at ``De3``'s (its parameter table); stages
   finer than the fusion resolution are average-pooled down, coarser ones bilinearly upsampled, and

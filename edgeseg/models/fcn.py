@@ -1,4 +1,4 @@
-"""FCN-32s / FCN-16s / FCN-8s on VGG (Long et al., https://arxiv.org/abs/1411.4038), DESIGN.md §3.2.
+"""FCN-32s / FCN-16s / FCN-8s on VGG (Long et al., https://arxiv.org/abs/1411.4038), docs/design.md §3.2.
 
 ``pool5`` goes through the convolutionalised classifier (fc6 = 7×7 conv to 4096 with padding 3 +
 ReLU + dropout, fc7 = 1×1 conv to 4096 + ReLU) and a 1×1 score conv. FCN-16s adds a 1×1 score of

@@ -1,6 +1,6 @@
 """FPN-FCN: an FCN whose decoder fuses all five VGG stages after a top-down pyramid pass (seed paper 1).
 
-DESIGN.md §3.3. A top-down pass first gives the shallow stages semantic information::
+docs/design.md §3.3. A top-down pass first gives the shallow stages semantic information::
 
     fpn1 = pool5
     fpn_k = conv3x3(pool_{6-k} + conv1x1(up2(fpn_{k-1})))        k = 2..5
@@ -94,7 +94,7 @@ class FPNFCN(SegmentationModel):
         for k, (lateral, smooth, score) in enumerate(levels):
             skip = pools[-2 - k]
             size = skip.shape[-2:]
-            # Upsample first, then the 1×1 conv, in the order of DESIGN.md §3.3.
+            # Upsample first, then the 1×1 conv, in the order of docs/design.md §3.3.
             fpn = smooth(skip + lateral(resize(fpn, size)))
             s = resize(s, size) + score(fpn)
         return {"out": s}

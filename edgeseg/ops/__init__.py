@@ -1,4 +1,4 @@
-"""The fused DDC custom op (DESIGN.md section 4): Python wrapper, reference, model fusion.
+"""The fused DDC custom op (docs/design.md section 4): Python wrapper, reference, model fusion.
 
 * :func:`fused_ddc` - ``torch.ops.edgeseg.fused_ddc`` with a typed signature (falls back to the
   reference, with one warning, when the compiled extension is missing);

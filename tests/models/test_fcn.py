@@ -1,4 +1,4 @@
-"""FCN-32s/16s/8s and FPN-FCN: head structure and the decoder formulas of DESIGN.md §3.2-3.3."""
+"""FCN-32s/16s/8s and FPN-FCN: head structure and the decoder formulas of docs/design.md §3.2-3.3."""
 
 from __future__ import annotations
 

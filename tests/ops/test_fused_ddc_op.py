@@ -11,7 +11,7 @@ import torch
 import edgeseg.ops.fused_ddc_op as fused_ddc_module
 from edgeseg.ops import extension_available, extension_error, fused_ddc, fused_ddc_reference, has_kernel
 
-# The paper's dilation sets (DESIGN.md 3.4): S, M, L of the text, the table's three, the L ablation.
+# The paper's dilation sets (docs/design.md 3.4): S, M, L of the text, the table's three, the L ablation.
 DILATION_SETS = [
     (1, 3, 5, 7),
     (5, 7, 11, 13),
