@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from edgeseg.data.images import read_image
 from edgeseg.data.transforms import IGNORE_INDEX, EvalTransform
 from edgeseg.errors import EdgesegError
 
@@ -35,21 +36,6 @@ __all__ = [
 
 # (image float (3,H,W) 0..1, mask int64 (H,W), generator) -> (image, mask)
 Transform = Callable[..., tuple[torch.Tensor, torch.Tensor]]
-
-
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Decode an image file to uint8 RGB (H, W, 3); grayscale/palette/alpha images are converted.
-
-    Raises:
-        EdgesegError: the file is missing, truncated or not an image.
-    """
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise EdgesegError(f"{path}: image file not found") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise EdgesegError(f"{path}: unreadable image ({e})") from None
 
 
 def read_label_file(path: str | os.PathLike[str]) -> np.ndarray:

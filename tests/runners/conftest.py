@@ -1,4 +1,4 @@
-"""A tiny conv net and its ONNX export, shared by the runner tests."""
+"""The suite's tiny network and its ONNX export, shared by the runner tests."""
 
 from __future__ import annotations
 
@@ -6,25 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_nets import TinySegNet
 from torch import nn
-
-
-class TinySegNet(nn.Module):
-    """Three output classes, full-resolution logits: the smallest network with a segmentation's I/O."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Conv2d(8, 3, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 @pytest.fixture(scope="session")
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)
-    return TinySegNet().eval()
+    return TinySegNet(stride=1).eval()
 
 
 @pytest.fixture(scope="session")
