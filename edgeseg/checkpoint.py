@@ -25,8 +25,8 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError
 
-__all__ = ["ModelCard", "save_model", "load_model", "load_card", "read_checkpoint", "BUNDLE_FORMAT", "LAYOUTS",
-           "CHANNEL_ORDERS"]
+__all__ = ["ModelCard", "save_model", "load_model", "load_card", "read_checkpoint", "BUNDLE_FORMAT",
+           "LAYOUTS", "CHANNEL_ORDERS"]
 
 BUNDLE_FORMAT = "edgeseg.model/1"
 

@@ -289,7 +289,8 @@ def ensure_opset(proto: Any, opset: int) -> Any:
         return onnx.version_converter.convert_version(proto, opset)
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise EdgesegError(f"cannot convert the graph from opset {_default_opset(proto)} to {opset}: {first}") from e
+        raise EdgesegError(f"cannot convert the graph from opset {_default_opset(proto)} to {opset}: "
+                           f"{first}") from e
 
 
 def _set_metadata(proto: Any, items: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg.build_folder import BuildRecord, Precision
+from edgeseg.build_folder import RAW_ONNX, BuildRecord, Precision
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.stages.options import DEFAULT_PLUGIN_LIB, DEMO_CALIBRATION, BuildOptions, ModelSource
@@ -132,41 +132,65 @@ class BuildContext:
                 "table": report.source}
 
     # --- model ---------------------------------------------------------------------------------
-    def model(self) -> tuple[Any, ModelCard]:
-        """The PyTorch model and its card (loaded once)."""
+    def loaded(self) -> Any:
+        """The build's source, loaded once (:class:`edgeseg.sources.Loaded`: card, model or graph)."""
+        from edgeseg.sources import load_source
+
         if self._model is not None:
             return self._model
         source = self.source
         if source is None:
-            raise EdgesegError("this build starts from an ONNX graph: there is no PyTorch model")
-        if source.kind == "checkpoint":
-            from edgeseg.checkpoint import load_model
+            raise EdgesegError("this build starts from an ONNX graph (--from-onnx): there is no source model")
+        o = self.options
+        loaded = load_source(source, o.card_spec(), overrides=o.overrides, output_name=o.output_name,
+                             batch=o.batch, shapes=o.shapes, opset=o.opset, note=self.reporter.note)
+        if o.plugin == "fused-ddc":
+            if not hasattr(loaded.model, "fuse"):
+                raise EdgesegError(f"--plugin fused-ddc: --model {source.ref} has no DDC blocks to fuse "
+                                   "(only the zoo's DBMSNet presets have)")
+            loaded.model = loaded.model.fuse()
+        self._model = loaded
+        return loaded
 
-            model, card = load_model(source.ref)
-        else:
-            import torch
+    def model(self) -> tuple[Any, ModelCard]:
+        """The PyTorch model (images → NCHW logits at input size) and its card (loaded once).
 
-            from edgeseg.models import build_model
+        Raises:
+            EdgesegError: the source is an ONNX graph (its reference is :meth:`reference_onnx`).
+        """
+        loaded = self.loaded()
+        if loaded.model is None:
+            ref = self.source.ref if self.source else ""
+            raise EdgesegError(f"--model {ref} is an ONNX graph: there is no PyTorch model; its FP32 "
+                               f"reference is {self.path(RAW_ONNX)} on ONNX Runtime")
+        return loaded.model, loaded.card
 
-            # A preset has no trained weights: a seeded random init, to deploy and time the
-            # architecture (accuracy numbers are meaningless for it).
-            torch.manual_seed(0)
-            model = build_model(source.ref).eval()
-            config: Any = model.config
-            card = ModelCard(preset=source.ref, num_classes=int(config.num_classes))
-            self.reporter.note(f"--model {source.ref} is a preset: building it with random weights "
-                               "(for benchmarking; its accuracy means nothing)")
-        if self.options.input_size is not None:
-            card.input_size = tuple(self.options.input_size)  # type: ignore[assignment]
-        if self.options.plugin == "fused-ddc":
-            if not hasattr(model, "fuse"):
-                raise EdgesegError(f"--plugin fused-ddc: preset '{card.preset}' has no DDC blocks to fuse")
-            model = model.fuse()
-        self._model = (model, card)
-        return self._model
+    def reference_onnx(self) -> Path | None:
+        """The FP32 reference graph of a build from an ONNX source (``model.onnx``), else None."""
+        return self.path(RAW_ONNX) if self.source is not None and self.source.kind == "onnx" else None
+
+    def reference_runner(self) -> Any:
+        """An inactive runner of this build's FP32 reference, for the guard and validation.
+
+        A PyTorch source runs as the model the export traced (:meth:`model`); an ONNX source as its
+        own adapted graph ``model.onnx`` on ONNX Runtime.
+        """
+        onnx_path = self.reference_onnx()
+        if onnx_path is not None:
+            from edgeseg.runners.loader import runner_for
+
+            return runner_for(onnx_path, Precision.FP32, name=f"onnxrt:{onnx_path.name} (FP32 reference)")
+        from edgeseg.runners.torch import TorchRunner
+
+        model, _ = self.model()
+        return TorchRunner(model, name=f"torch:{self.source.ref if self.source else type(model).__name__}")
 
     def checkpoint(self) -> Path | None:
-        """The PyTorch reference of this build: the source checkpoint, else what build.json recorded."""
+        """The bundle validation reloads as its reference: the source's, else what build.json recorded.
+
+        None for sources that are not bundles (presets, programs, modules, ONNX graphs): their
+        reference is :meth:`reference_runner`.
+        """
         if self.source is not None:
             return self.source.path
         recorded = (self.record.meta.get("options") or {}).get("checkpoint")

@@ -1,11 +1,16 @@
-"""Stages from the PyTorch model to a simplified FP32 graph: card → export → simplify."""
+"""Stages from the source model to a simplified FP32 graph: card → export → simplify.
+
+Every source (:mod:`edgeseg.sources`) ends in the same ``model.onnx``: PyTorch sources are exported
+through :class:`edgeseg.models.adapter.SegmentationAdapter`, an FP32 ONNX source is written as its
+adapted graph (no PyTorch involved).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from edgeseg._io import write_json
+from edgeseg._io import sha256_file, write_json
 from edgeseg.build_folder import CARD_FILE, RAW_ONNX, SIM_ONNX
 from edgeseg.checkpoint import load_card
 from edgeseg.stages.base import Outcome, Stage
@@ -14,8 +19,29 @@ from edgeseg.stages.context import BuildContext
 __all__ = ["CardStage", "ExportStage", "SimplifyStage"]
 
 
+def _source_inputs(ctx: BuildContext) -> dict[str, Path]:
+    """The source file (bundle, program or graph) whose content keys the card and the export."""
+    path = ctx.source.file if ctx.source else None
+    return {"checkpoint": path} if path else {}
+
+
+def _source_options(ctx: BuildContext) -> dict[str, Any]:
+    """What, besides the source file, decides the card and the graph."""
+    from edgeseg.sources import module_digest
+
+    o, source = ctx.options, ctx.source
+    spec = {"input_size": o.input_size, "layout": o.layout, "channels": o.channels, "mean": o.mean,
+            "std": o.std, "num_classes": o.num_classes, "overrides": o.overrides,
+            "output_name": o.output_name}
+    # A module from Python has no file: its weights are keyed by their digest instead.
+    digest = module_digest(source.module) if source is not None and source.kind == "module" else None
+    # The card file's and class file's content, not only their names, decide the card.
+    contents = {k: sha256_file(p) for k, p in (("card_sha256", o.card), ("classes_sha256", o.classes)) if p}
+    return {"model": source.ref if source else None, **spec, "module_sha256": digest, **contents}
+
+
 class CardStage(Stage):
-    """The model card (preprocessing, classes, input size) from the checkpoint or preset."""
+    """The model card (preprocessing, classes, input size) from the source, ``--card`` and the flags."""
 
     name = "card"
     writes = (CARD_FILE,)
@@ -24,19 +50,21 @@ class CardStage(Stage):
         return ctx.source is not None
 
     def inputs(self, ctx: BuildContext) -> dict[str, Path]:
-        path = ctx.source.path if ctx.source else None
-        return {"checkpoint": path} if path else {}
+        return _source_inputs(ctx)
 
     def options(self, ctx: BuildContext) -> dict[str, Any]:
-        return {"model": ctx.source.ref if ctx.source else None, "input_size": ctx.options.input_size}
+        return _source_options(ctx)
 
     def run(self, ctx: BuildContext) -> Outcome:
-        _, card = ctx.model()
+        loaded = ctx.loaded()
+        card = loaded.card
         path = ctx.path(CARD_FILE)
         write_json(path, card.to_dict())
         ctx.card = card
         h, w = card.input_size
-        return Outcome({"card": path}, detail=f"{card.preset}, {card.num_classes} classes, input {h}x{w}")
+        what = f", {loaded.details['output']}" if "output" in loaded.details else ""
+        return Outcome({"card": path}, results={"source": {"kind": loaded.kind, **loaded.details}},
+                       detail=f"{card.preset}, {card.num_classes} classes, input {h}x{w}{what}")
 
     def reuse(self, ctx: BuildContext) -> str:
         ctx.card = load_card(ctx.path(CARD_FILE))
@@ -61,29 +89,30 @@ class ExportStage(Stage):
                             opset=ctx.options.opset, output=ctx.options.output)
 
     def inputs(self, ctx: BuildContext) -> dict[str, Path]:
-        inputs = {"card": ctx.path(CARD_FILE)}
-        if ctx.source is not None and ctx.source.path:
-            inputs["checkpoint"] = ctx.source.path
-        return inputs
+        return {"card": ctx.path(CARD_FILE), **_source_inputs(ctx)}
 
     def options(self, ctx: BuildContext) -> dict[str, Any]:
-        return {"export": self._config(ctx).to_dict(), "plugin": ctx.options.plugin}
+        return {"export": self._config(ctx).to_dict(), "plugin": ctx.options.plugin, **_source_options(ctx)}
 
     def artifacts(self, ctx: BuildContext) -> list[Path]:
         return [ctx.path(RAW_ONNX)]
 
     def run(self, ctx: BuildContext) -> Outcome:
-        from edgeseg.export.onnx_export import export_onnx
+        from edgeseg.export.onnx_export import export_onnx, finish_graph
 
-        model, _ = ctx.model()
-        table = None
-        if ctx.options.plugin == "fused-ddc":
-            from edgeseg.ops.onnx_plugin import custom_translation_table
-
-            table = custom_translation_table()
         path = ctx.path(RAW_ONNX)
-        result = export_onnx(model, path, self._config(ctx), metadata=ctx.card_metadata(),
-                             translation_table=table)
+        loaded = ctx.loaded()
+        if loaded.graph is not None:
+            # An FP32 ONNX source: its adapted graph is the build's model.onnx and its reference.
+            result = finish_graph(loaded.graph, path, self._config(ctx), metadata=ctx.card_metadata())
+        else:
+            table = None
+            if ctx.options.plugin == "fused-ddc":
+                from edgeseg.ops.onnx_plugin import custom_translation_table
+
+                table = custom_translation_table()
+            result = export_onnx(loaded.model, path, self._config(ctx), metadata=ctx.card_metadata(),
+                                 translation_table=table)
         compat = ctx.check_compat(path)
         return Outcome({"onnx": path},
                        results={"opset": result.opset, "nodes": result.num_nodes, "op_types": result.op_types,

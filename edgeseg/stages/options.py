@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from edgeseg.assets import DEMO_MODEL
 from edgeseg.build_folder import Precision
 from edgeseg.errors import EdgesegError
 from edgeseg.export.onnx_export import DEFAULT_OPSET
+from edgeseg.sources import ModelSource, resolve_model
 
 __all__ = [
     "BuildOptions",
@@ -42,10 +43,26 @@ class BuildOptions:
     Args:
         precision: ``fp32``, ``fp16`` or ``int8``. Defaults to what ``from_onnx`` encodes, else the
             target's, else int8.
-        model: checkpoint path or zoo preset name. Defaults to the shipped demo model.
-        name: build folder name. Defaults to the checkpoint's stem or the preset name.
+        model: a zoo preset name, an edgeseg bundle (``.pt``), a ``torch.export`` program (``.pt2``),
+            an FP32 ONNX graph (``.onnx``), or (from Python) any ``torch.nn.Module``
+            (:mod:`edgeseg.sources`). Defaults to the shipped demo model.
+        name: build folder name. Defaults to the file's stem, the preset name or the module's class.
         out_dir: parent of build folders. Defaults to ``engines``.
-        input_size: ``(H, W)``. Defaults to the target's, else the model card's ``input_size``.
+        input_size: ``(H, W)``. Defaults to the target's, else what the graph fixes, else the card's.
+        card: ``card.yaml`` with the card keys (``input``, ``layout``, ``channels``, ``mean``, ``std``,
+            ``num_classes``, ``classes``); the options below win over it. Defaults to none.
+        num_classes: class count (a preset is built with it). Defaults to the source's.
+        overrides: preset config fields (``--set key=value``). Defaults to none.
+        layout: the network's input layout, ``nchw`` or ``nhwc``. Defaults to what the graph fixes,
+            else nchw.
+        channels: the network's channel order, ``rgb`` or ``bgr``. Defaults to rgb.
+        mean: per-channel mean in 0..255 pixel units: pixel = (value - mean) / std. Defaults to the
+            source card's (ImageNet's).
+        std: per-channel std in 0..255 pixel units (a network fed [0, 1] takes 255,255,255).
+            Defaults to the source card's (ImageNet's).
+        classes: a file of class names, one a line. Defaults to none.
+        output_name: which output of a dict/tuple/multi-output network (a key, an index, a graph
+            output name). Defaults to the only one, else ``out``/``logits``.
         batch: static batch size. Defaults to the target's, else 1.
         shapes: ``(min, opt, max)`` batch sizes for a dynamic batch. Defaults to the target's, else
             static. Giving ``batch`` or ``shapes`` replaces both of the target's.
@@ -80,10 +97,19 @@ class BuildOptions:
     """
 
     precision: Precision | None = None
-    model: str | None = None
+    model: Any = None  # str | torch.nn.Module | None; Any keeps torch out of this module's imports
     name: str | None = None
     out_dir: Path = Path("engines")
     input_size: tuple[int, int] | None = None
+    card: Path | None = None
+    num_classes: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    layout: str | None = None
+    channels: str | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    classes: Path | None = None
+    output_name: str | None = None
     batch: int = None  # type: ignore[assignment]  # resolved to an int in __post_init__
     shapes: tuple[int, int, int] | None = None
     opset: int = None  # type: ignore[assignment]  # resolved to an int in __post_init__
@@ -142,10 +168,23 @@ class BuildOptions:
             # Refused here, not after export and quantization: DLA has no dynamic dimensions.
             raise EdgesegError(f"--shapes {','.join(map(str, self.shapes))} with --dla-core {self.dla_core}: "
                                "DLA engines need one batch size (use --batch)")
+        self.card_spec()  # bad card values and an unreadable --card / --classes fail here, before any work
+
+    def card_spec(self) -> Any:
+        """The user's card values (:class:`edgeseg.sources.CardSpec`): these options over ``--card``."""
+        from edgeseg.sources import CardSpec, read_class_names
+
+        flags = CardSpec(input_size=self.input_size, layout=self.layout, channels=self.channels,
+                         mean=self.mean, std=self.std, num_classes=self.num_classes,
+                         class_names=read_class_names(self.classes) if self.classes else None)
+        return flags.over(CardSpec.from_file(self.card)) if self.card else flags
 
     def to_dict(self) -> dict[str, Any]:
         plain = {Path: os.fspath, Precision: str}
-        return {k: plain.get(type(v), lambda x: x)(v) for k, v in asdict(self).items()}
+        # An in-memory module is recorded by its class (its weights are keyed by the stages' digest).
+        model = self.model if self.model is None or isinstance(self.model, str) else type(self.model).__name__
+        values = {**{f.name: getattr(self, f.name) for f in fields(self)}, "model": model}
+        return {k: plain.get(type(v), lambda x: x)(v) for k, v in values.items()}
 
     def _apply_target(self, target: str) -> None:
         """Fill the options left None from the target profile's ``[build]`` table."""
@@ -174,48 +213,3 @@ def build_name(options: BuildOptions, default: str, source: str) -> str:
     """
     what = "--name" if options.name else f"build name {default!r} taken from {source} (pass --name)"
     return safe_name(options.name or default, what, parent=options.out_dir)
-
-
-@dataclass
-class ModelSource:
-    """The model a build starts from.
-
-    Args:
-        kind: ``"checkpoint"`` or ``"preset"``.
-        ref: checkpoint path or preset name.
-        name: default build name.
-        is_demo: True for the shipped demo model.
-    """
-
-    kind: str
-    ref: str
-    name: str
-    is_demo: bool = False
-
-    @property
-    def path(self) -> Path | None:
-        return Path(self.ref) if self.kind == "checkpoint" else None
-
-
-def resolve_model(model: str | None) -> ModelSource:
-    """Turn ``--model`` into a :class:`ModelSource` (checkpoint file or zoo preset).
-
-    Raises:
-        EdgesegError: the file does not exist and the name is not a preset, or the demo model is
-            missing from this installation.
-    """
-    if model is None:
-        if not DEMO_MODEL.is_file():
-            raise EdgesegError(f"{DEMO_MODEL}: the shipped demo model is missing; pass --model CHECKPOINT "
-                               "(a bundle from `edgeseg train`) or a zoo preset name")
-        return ModelSource("checkpoint", os.fspath(DEMO_MODEL), DEMO_MODEL.stem, is_demo=True)
-    path = Path(model)
-    if path.is_file():
-        return ModelSource("checkpoint", os.fspath(path), path.stem,
-                           is_demo=path.resolve() == DEMO_MODEL.resolve())
-    from edgeseg.models import list_models
-
-    if model in list_models():
-        return ModelSource("preset", model, model)
-    raise EdgesegError(f"--model {model}: checkpoint not found, and not a zoo preset "
-                       f"(presets: {', '.join(list_models())})")
