@@ -117,7 +117,7 @@ def test_train_resumes_after_the_interruption(launch: Launch, tmp_path: Path) ->
     done = load_checkpoint(out / "last.pt")["iteration"]
     resumed = launch(*TRAIN, "--out", str(out), "--resume")
     resumed.wait_until(lambda: load_checkpoint(out / "last.pt")["iteration"] > done)
-    assert resumed.stop(signal.SIGINT) == 130
+    assert resumed.stop(signal.SIGINT) == 130, resumed.stderr[-3000:]
     assert _last_line(resumed.stderr).endswith("to continue from there, run the same command again")
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log if r["event"] == "resume"] == [done]
