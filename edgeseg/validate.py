@@ -45,6 +45,8 @@ from edgeseg.runners.base import BaseRunner
 from edgeseg.trt import EngineMismatchError
 
 __all__ = [
+    "recorded_heldout",
+    "report_name_for",
     "GRID_NAME",
     "Tolerances",
     "Candidate",
@@ -426,6 +428,41 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
         "failures": failures,
     })
     return result
+
+
+def recorded_heldout(build_dir: str | os.PathLike[str]) -> tuple[str, list[int]]:
+    """The held-out set the build judged on (``report.json`` → ``splits``): its dataset and indices.
+
+    Raises:
+        EdgesegError: the build has no report, or its report records no held-out set.
+    """
+    report = read_report(build_dir)
+    splits = (report or {}).get("splits") or {}
+    names = splits.get("heldout") or []
+    source = splits.get("source")
+    if not source or not names:
+        raise EdgesegError(f"{build_dir}: its report records no held-out evaluation set (build it with "
+                           "labelled --val-data, or pass --data / --images)")
+    prefix = f"{source}["
+    try:
+        indices = [int(n[len(prefix):-1]) for n in names if n.startswith(prefix) and n.endswith("]")]
+    except ValueError:
+        indices = []
+    if len(indices) != len(names):
+        raise EdgesegError(f"{build_dir}/{REPORT_FILE}: splits.heldout does not name samples of {source}")
+    return source, indices
+
+
+def report_name_for(data: str | None, images: str | os.PathLike[str] | None) -> str:
+    """``report.json`` for the build's own evaluation set; ``report.<data>.json`` for other data.
+
+    Scoring other images must never replace the build's own verdict.
+    """
+    label = data if data is not None else (Path(images).name if images is not None else None)
+    if label is None:
+        return REPORT_FILE
+    slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in label).strip("_")[:64] or "data"
+    return f"report.{slug}.json"
 
 
 def _engine_status(root: Path, engines: dict[str, Path], skipped: list[dict]) -> dict[str, Any]:

@@ -21,12 +21,17 @@ reference (the pass/fail gate), max/mean absolute logit difference, and
 mIoU / per-class IoU deltas (against the labels when --data has them, else
 against the reference's own predictions).
 
-Writes report.json and validation.png (input | reference | each artifact |
-where each disagrees) into the build directory. Exits with status 3 when
-an artifact fails its tolerance (2 is a usage or input error).
+Without --data or --images it scores the build's own held-out images (the
+set report.json records under splits.heldout, never tuned on) and rewrites
+report.json. With other data it writes report.<data>.json beside it, so
+the build's own verdict is never replaced (--replace-report to replace it).
+Also writes validation.png (input | reference | each artifact | where each
+disagrees). Exits with status 3 when an artifact fails its tolerance (2 is
+a usage or input error).
 
 \b
 Examples:
+  edgeseg validate -b engines/demo_dbmsnet            # its own held-out set
   edgeseg validate -b engines/demo --data synthetic::val -n 64
   edgeseg validate -b engines/city --data cityscapes:/data/city:val \\
       --tol-int8 98.5
@@ -39,7 +44,8 @@ def register(app: typer.Typer) -> None:
     def validate(
         build: Path = typer.Option(..., "--build", "-b", help="Build directory (engines/<name>/)."),
         data: str | None = typer.Option(
-            None, "--data", "-d", help="Labelled images: KIND:ROOT[:split]. Default: the card's dataset."),
+            None, "--data", "-d",
+            help="Labelled images: KIND:ROOT[:split]. Default: the build's own held-out set."),
         images: Path | None = typer.Option(None, "--images", help="A folder of unlabelled images instead."),
         num_images: int = typer.Option(64, "--num-images", "-n", help="Number of images (the first N)."),
         checkpoint: Path | None = typer.Option(
@@ -56,15 +62,30 @@ def register(app: typer.Typer) -> None:
             [], "--plugin-lib", help="TensorRT plugin library for engines (repeatable)."),
         grid_images: int = typer.Option(4, "--grid-images", help="Images in validation.png (0: none)."),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON on stdout."),
+        replace_report: bool = typer.Option(
+            False, "--replace-report", help="With --data/--images, write report.json itself."),
     ) -> None:
-        from edgeseg.validate import Tolerances, report_failures, report_table
+        from edgeseg.validate import (
+            Tolerances,
+            recorded_heldout,
+            report_failures,
+            report_name_for,
+            report_table,
+        )
         from edgeseg.validate import validate as run_validation
 
         tolerances = Tolerances().with_overrides(fp32=tol_fp32, fp16=tol_fp16, int8=tol_int8,
                                                  max_miou_drop=max_miou_drop)
-        report = run_validation(build, checkpoint=checkpoint, data=data, images=images,
-                                num_images=num_images, tolerances=tolerances, grid_images=grid_images,
-                                plugin_libs=plugin_lib, progress=not as_json)
+        name = "report.json" if replace_report else report_name_for(data, images)
+        kwargs: dict = {"data": data, "images": images, "num_images": num_images}
+        if data is None and images is None:
+            from edgeseg.build_folder import read_report
+
+            source, heldout = recorded_heldout(build)
+            kwargs = {"data": source, "subsets": {"heldout": heldout},
+                      "splits": (read_report(build) or {}).get("splits")}
+        report = run_validation(build, checkpoint=checkpoint, tolerances=tolerances, grid_images=grid_images,
+                                plugin_libs=plugin_lib, progress=not as_json, report_name=name, **kwargs)
         if as_json:
             print(json.dumps(report, indent=2))
         else:
@@ -72,7 +93,7 @@ def register(app: typer.Typer) -> None:
             for skipped in report["skipped"]:
                 name = Path(skipped["artifact"]).name
                 console.print(f"[yellow]not run[/yellow] {name}: {skipped['reason']}")
-            console.print(f"report: {build / 'report.json'}"
+            console.print(f"report: {build / name}"
                           + (f", picture: {build / report['grid']}" if "grid" in report else ""))
         if not report["passed"]:
             failures = report_failures(report)
