@@ -389,3 +389,11 @@ def test_report_judges_on_heldout_images_disjoint_from_tuning_and_calibration(in
     # The guard tuned on exactly the tuning images.
     guard = read_json(result.folder / "build.json")["stages"]["quantize"]["results"]["accuracy_guard"]
     assert f"{len(tuning)} of" in guard["validation"] and "seeded draw" in guard["validation"]
+
+
+def test_input_size_other_than_the_cards_builds_and_validates(workspace: dict[str, Path]) -> None:
+    # --input 32x48 on a 64x64 card: export, reference and validation all use 32x48.
+    result = Build(_options(workspace, precision="fp32", input_size=(32, 48), name="tiny_32x48")).run()
+    assert read_json(result.folder / "card.json")["input_size"] == [32, 48]
+    report = read_json(result.folder / "report.json")
+    assert report["passed"] and all(c["passed"] for c in report["candidates"])
