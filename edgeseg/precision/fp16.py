@@ -14,13 +14,21 @@ Rule for what stays FP32 (AutoCast's node classifier, with these settings):
   random normal inputs;
 * a node stays FP32 when one of its initializers does not fit FP16 (|w| > 65504);
 * nodes named in ``nodes_to_exclude`` (regular expressions) stay FP32.
+
+AutoCast's own reference runner exposes every tensor as a graph output and keeps all of them for
+every reference batch (14 GiB for one 1024x2048 ResNet-50 image). It is replaced for the call by
+:class:`_StreamingReferenceRunner`, which computes the same per-tensor statistics (|x| max, min,
+max, shape) on the same inputs segment by segment (:func:`edgeseg.precision.ranges.iter_activations`),
+keeping only those numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
 import time
+from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,45 +84,108 @@ def convert_fp16(
     import numpy as np
     import onnx
 
-    from edgeseg.export.onnx_export import INPUT_NAME, carry_metadata, check_and_infer, load_onnx, save_onnx
+    from edgeseg.export.onnx_export import carry_metadata, check_and_infer, load_onnx, save_onnx
 
     start = time.perf_counter()
     source = load_onnx(src)  # clear error for a missing / non-ONNX file before modelopt sees it
-    with tempfile.TemporaryDirectory(prefix="edgeseg-fp16-") as tmp:
-        calibration_path = None
-        if reference_inputs is not None:
-            batch = _static_batch(source)
-            data = np.asarray(reference_inputs, dtype=np.float32)
-            # AutoCast's reference runner reads a folder of .npz files, one inference per file.
-            calibration_path = os.path.join(tmp, "reference")
-            os.mkdir(calibration_path)
-            for i in range(0, len(data) - batch + 1, batch):
-                feed: dict[str, Any] = {INPUT_NAME: data[i:i + batch]}
-                np.savez(os.path.join(calibration_path, f"{i:05d}.npz"), **feed)
-            if not os.listdir(calibration_path):
-                calibration_path = None
-        from modelopt.onnx.autocast import convert_to_mixed_precision
+    batches = None
+    if reference_inputs is not None:
+        batch = _static_batch(source)
+        data = np.asarray(reference_inputs, dtype=np.float32)
+        # One reference inference per whole batch, as AutoCast runs one per calibration file.
+        batches = data[:len(data) // batch * batch] if len(data) >= batch else None
+    from modelopt.onnx.autocast import convert_to_mixed_precision
 
-        with quiet_modelopt():
-            try:
-                model = convert_to_mixed_precision(
-                    onnx_path=os.fspath(src),
-                    low_precision_type="fp16",
-                    nodes_to_exclude=nodes_to_exclude or [],
-                    data_max=data_max,
-                    keep_io_types=True,
-                    calibration_data=calibration_path,
-                    providers=["cpu"],
-                    opset=_opset(source),
-                )
-            except Exception as e:  # modelopt raises bare Exceptions / AssertionErrors on bad graphs
-                raise EdgesegError(f"{src}: FP16 conversion failed ({type(e).__name__}: {e})") from e
+    with quiet_modelopt(), _streaming_reference(batches):
+        try:
+            model = convert_to_mixed_precision(
+                onnx_path=os.fspath(src),
+                low_precision_type="fp16",
+                nodes_to_exclude=nodes_to_exclude or [],
+                data_max=data_max,
+                keep_io_types=True,
+                providers=["cpu"],
+                opset=_opset(source),
+            )
+        except EdgesegError:
+            raise
+        except Exception as e:  # modelopt raises bare Exceptions / AssertionErrors on bad graphs
+            raise EdgesegError(f"{src}: FP16 conversion failed ({type(e).__name__}: {e})") from e
     carry_metadata(source, model)
     model = check_and_infer(model, label=str(dst))
     save_onnx(model, dst)
     fp32_nodes = _fp32_compute_nodes(model, onnx)
     return Fp16Result(path=Path(dst), fp32_nodes=fp32_nodes, num_nodes=len(model.graph.node),
                       seconds=time.perf_counter() - start)
+
+
+class _StreamingReferenceRunner:
+    """AutoCast's ``ReferenceRunner`` (same constructor and ``run`` result), with bounded memory.
+
+    ``run`` returns, for every graph input and every output of a non-Constant node, the
+    ``TensorStats`` AutoCast aggregates over batches: the node classifier reads only these.
+
+    Args:
+        model: the (sanitized) model AutoCast classifies.
+        batches: float32 reference inputs, a whole number of the graph's batches, or None for
+            AutoCast's default: one batch of Polygraphy's random inputs in ``[-1, 1]``.
+    """
+
+    def __init__(self, model: Any, batches: Any) -> None:
+        self.model = model
+        self.batches = batches
+
+    def run(self, inputs: Any = None) -> OrderedDict[str, Any]:
+        import copy
+
+        import numpy as np
+        from modelopt.onnx.autocast.referencerunner import TensorStats
+        from modelopt.onnx.utils import clear_stale_value_info
+
+        from edgeseg.export.onnx_export import INPUT_NAME
+        from edgeseg.precision.ranges import iter_activations
+
+        model = copy.deepcopy(self.model)
+        clear_stale_value_info(model)  # as AutoCast does before running: types are re-inferred
+        data = self.batches if self.batches is not None else self._random_batch(model)
+        names = list(dict.fromkeys([INPUT_NAME, *(o for n in model.graph.node if n.op_type != "Constant"
+                                                  for o in n.output if o)]))
+        stats: OrderedDict[str, Any] = OrderedDict()
+        for name, value in iter_activations(model, data, names):
+            empty = value.size == 0
+            absmax, low, high = (0, 0, 0) if empty else (np.max(np.abs(value)), np.min(value), np.max(value))
+            old = stats.get(name)
+            if old is None:
+                stats[name] = TensorStats(absmax=absmax, min_val=low, max_val=high, shape=value.shape)
+            else:
+                old.absmax, old.min_val, old.max_val = (max(old.absmax, absmax), min(old.min_val, low),
+                                                        max(old.max_val, high))
+        return stats
+
+    @staticmethod
+    def _random_batch(model: Any) -> Any:
+        """The inputs AutoCast draws without reference data (Polygraphy's loader, its fixed seed)."""
+        from polygraphy.backend.onnx.util import get_input_metadata
+        from polygraphy.comparator import DataLoader
+
+        from edgeseg.export.onnx_export import INPUT_NAME
+
+        loader = DataLoader(val_range={"": (-1, 1)})
+        loader.input_metadata = get_input_metadata(model.graph)
+        return loader[0][INPUT_NAME]
+
+
+@contextlib.contextmanager
+def _streaming_reference(batches: Any) -> Iterator[None]:
+    """Let AutoCast's conversion use :class:`_StreamingReferenceRunner` for the block."""
+    from modelopt.onnx.autocast import convert
+
+    original = convert.ReferenceRunner
+    convert.ReferenceRunner = lambda model, *_args: _StreamingReferenceRunner(model, batches)
+    try:
+        yield
+    finally:
+        convert.ReferenceRunner = original
 
 
 def _opset(model: Any) -> int:

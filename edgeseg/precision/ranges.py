@@ -288,7 +288,7 @@ def _register_plain_cpu_allocator() -> None:
 
 
 def iter_activations(
-    onnx_path: str | os.PathLike[str],
+    model: str | os.PathLike[str] | Any,
     images: np.ndarray,
     names: list[str] | None = None,
     *,
@@ -310,7 +310,7 @@ def iter_activations(
     left out.
 
     Args:
-        onnx_path: the graph.
+        model: the graph: a path, or a loaded ``onnx.ModelProto`` (left unchanged).
         images: float32 ``(N, 3, H, W)`` preprocessed images.
         names: tensors to expose. Defaults to :func:`activation_tensors`.
         max_bytes: bytes of exposed tensors per segment and batch (from the inferred shapes).
@@ -329,18 +329,21 @@ def iter_activations(
 
     if max_bytes <= 0:
         raise EdgesegError(f"max_bytes must be positive, got {max_bytes}")
-    model = onnx.shape_inference.infer_shapes(load_onnx(onnx_path))
+    label = "<model>" if isinstance(model, onnx.ModelProto) else str(model)
+    if not isinstance(model, onnx.ModelProto):
+        model = load_onnx(model)
+    model = onnx.shape_inference.infer_shapes(model)  # a copy
     names = activation_tensors(model) if names is None else names
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     batch = batch_dim.dim_value if batch_dim.HasField("dim_value") else 1
     if len(images) < batch:
-        raise EdgesegError(f"{onnx_path}: needs at least {batch} images (the graph's batch), "
+        raise EdgesegError(f"{label}: needs at least {batch} images (the graph's batch), "
                            f"got {len(images)}")
     steps = len(images) // batch
     segments = _plan_segments(model, names, max_bytes)
     del model  # the segments hold their own copies of the weights
     _register_plain_cpu_allocator()
-    runners = [OnnxrtRunner(s.model, graph_optimization="disabled", name=f"{onnx_path} (part {k + 1})",
+    runners = [OnnxrtRunner(s.model, graph_optimization="disabled", name=f"{label} (part {k + 1})",
                             session_config={"session.use_env_allocators": "1"})
                for k, s in enumerate(segments)]
     with contextlib.ExitStack() as stack:

@@ -88,3 +88,33 @@ def test_iter_activations_yields_each_tensor_once_per_image(tiny_sim: Path, imag
 def test_iter_activations_rejects_a_non_positive_budget(tiny_sim: Path, images: np.ndarray) -> None:
     with pytest.raises(EdgesegError, match="max_bytes must be positive, got 0"):
         next(iter_activations(tiny_sim, images[:1], max_bytes=0))
+
+
+@pytest.mark.parametrize("reference", ["images", "random"])
+def test_fp16_reference_stats_equal_autocasts_own(tiny_sim: Path, images: np.ndarray, tmp_path: Path,
+                                                  reference: str) -> None:
+    from modelopt.onnx.autocast.referencerunner import ReferenceRunner, TensorStats
+
+    from edgeseg.precision._modelopt import quiet_modelopt
+    from edgeseg.precision.fp16 import _StreamingReferenceRunner
+
+    model = onnx.load(tiny_sim)
+    batches = images[:3] if reference == "images" else None
+    inputs = None
+    if batches is not None:  # AutoCast's own runner reads one .npz file per batch
+        inputs = str(tmp_path)
+        for i, x in enumerate(batches):
+            np.savez(tmp_path / f"{i:05d}.npz", **{INPUT_NAME: x[None]})
+    with quiet_modelopt():
+        theirs = ReferenceRunner(model).run(inputs)
+        ours = _StreamingReferenceRunner(model, batches).run()
+    assert ours.keys() == theirs.keys()
+    for name, stats in ours.items():
+        expected = theirs[name]
+        if not isinstance(expected, TensorStats):  # one batch: AutoCast keeps the raw array
+            expected = TensorStats(np.max(np.abs(expected)), np.min(expected), np.max(expected),
+                                   expected.shape)
+        # AutoCast's session runs ONNX Runtime's fusions; ours runs the graph as it is: float rounding.
+        assert (stats.absmax, stats.min_val, stats.max_val) == pytest.approx(
+            (expected.absmax, expected.min_val, expected.max_val), rel=1e-5, abs=1e-6), name
+        assert stats.shape == tuple(expected.shape), name
