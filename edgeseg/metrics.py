@@ -35,6 +35,7 @@ import torch
 from edgeseg.errors import EdgesegError
 
 __all__ = [
+    "CLASS_SHARE_MIN",
     "against",
     "ConfusionMatrix",
     "SegMetrics",
@@ -287,6 +288,9 @@ class AgreementMetrics:
         other: B's metrics against the ground truth, if targets were given.
         miou_delta: ``other.miou − reference.miou``; NaN without ground truth.
         iou_delta: per-class IoU of B minus that of A; empty without ground truth.
+        vanished: classes A predicts on at least :data:`CLASS_SHARE_MIN` of the pixels that B never
+            predicts (the "one class everywhere" failure of reduced precision).
+        appeared: classes B predicts on at least that share that A never predicts.
     """
 
     pixel_agreement: float
@@ -297,6 +301,8 @@ class AgreementMetrics:
     other: SegMetrics | None = None
     miou_delta: float = math.nan
     iou_delta: list[float] = field(default_factory=list)
+    vanished: list[int] = field(default_factory=list)
+    appeared: list[int] = field(default_factory=list)
 
     def to_dict(self, class_names: list[str] | None = None) -> dict[str, Any]:
         """A JSON-ready dict (NaN → ``None``)."""
@@ -313,6 +319,11 @@ class AgreementMetrics:
             out["other"] = self.other.to_dict(class_names)
             out["iou_delta"] = {n: _nan_to_none(v) for n, v in zip(names, self.iou_delta, strict=True)}
         return out
+
+
+#: Share of the pixels (0.1 %) above which a class that one side predicts and the other never does
+#: is reported as vanished or appeared.
+CLASS_SHARE_MIN = 1e-3
 
 
 class Agreement:
@@ -378,11 +389,16 @@ class Agreement:
     def compute(self) -> AgreementMetrics:
         """The agreement metrics of everything accumulated so far."""
         no_logits = self._labels_only or self._num_logits == 0
+        # vs_reference counts (reference class, compared class) pairs: rows are A's predictions.
+        a_pixels, b_pixels = self.vs_reference.mat.sum(1), self.vs_reference.mat.sum(0)
+        floor = CLASS_SHARE_MIN * max(self._pixels, 1)
         result = AgreementMetrics(
             pixel_agreement=100.0 * self._agree / self._pixels if self._pixels else math.nan,
             agreement_miou=self.vs_reference.compute().miou,
             max_abs_error=math.nan if no_logits else self._max_err,
             mean_abs_error=math.nan if no_logits else self._sum_err / self._num_logits,
+            vanished=[int(c) for c in torch.nonzero((a_pixels >= floor) & (b_pixels == 0)).flatten()],
+            appeared=[int(c) for c in torch.nonzero((b_pixels >= floor) & (a_pixels == 0)).flatten()],
         )
         if self._has_target:
             ref, oth = self.reference.compute(), self.other.compute()

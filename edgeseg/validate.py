@@ -40,7 +40,7 @@ import torch
 from edgeseg.build_folder import REPORT_FILE, BuildArtifacts, folder_lock, read_report, write_report
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
-from edgeseg.metrics import against
+from edgeseg.metrics import CLASS_SHARE_MIN, against
 from edgeseg.runners.base import BaseRunner
 from edgeseg.trt import EngineMismatchError
 
@@ -58,6 +58,8 @@ __all__ = [
 
 GRID_NAME = "validation.png"
 _ALL = "all"  # the one image set when validate() is given no subsets
+#: Below this share of its MACs in INT8, an INT8 graph is reported as INT8 mostly in name.
+MIN_INT8_SHARE = 0.5
 
 
 @dataclass(frozen=True)
@@ -416,6 +418,23 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
                         f"({cand.precision} tolerance)")
     if tol.max_miou_drop is not None and m.miou_delta < -tol.max_miou_drop:
         failures.append(f"mIoU {m.miou_delta:+.2f} points vs the reference (allowed -{tol.max_miou_drop})")
+    # A class that disappears (or appears) is named whatever the agreement says: it is the "one
+    # class everywhere" breakdown reduced precision causes on segmentation models. The agreement
+    # gate judges; this tells the user what to look at.
+    warnings = []
+    coverage = None
+    if cand.precision == "int8" and cand.artifact.suffix == ".onnx" and not metrics_only:
+        from edgeseg.precision.coverage import int8_coverage
+
+        coverage = int8_coverage(cand.artifact)
+        if coverage.share_macs < MIN_INT8_SHARE:
+            warnings.append(f"only {100 * coverage.share_macs:.1f} % of the MACs run in INT8 "
+                            f"({coverage.layers_int8} of {coverage.layers} layers): INT8 in name mostly")
+    for kind, classes in (("vanished", m.vanished), ("appeared", m.appeared)):
+        if classes:
+            warnings.append(f"class(es) {', '.join(names[c] for c in classes)} {kind} "
+                            f"(the {'reference' if kind == 'vanished' else 'candidate'} predicts them on "
+                            f"≥ {100 * CLASS_SHARE_MIN:g} % of pixels, the other never)")
     result.update({
         "miou": _round(m.other.miou),
         "pa": _round(m.other.pa),
@@ -425,9 +444,13 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
         "max_abs_logit_diff": _significant(m.max_abs_error),
         "mean_abs_logit_diff": _significant(m.mean_abs_error),
         "per_class_iou_delta": _per_class(names, m.iou_delta),
+        **({"int8_coverage": coverage.to_dict()} if coverage is not None else {}),
+        "vanished_classes": [names[c] for c in m.vanished],
+        "appeared_classes": [names[c] for c in m.appeared],
         "ms_per_image": None if metrics_only or not times else _round(1000 * float(np.mean(times)), 2),
         "passed": not failures,
         "failures": failures,
+        "warnings": warnings,
     })
     return result
 

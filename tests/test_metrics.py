@@ -166,3 +166,22 @@ def test_failure_figures_never_round_into_a_pass() -> None:
     assert against(99.6, 99.5) == "99.60"
     assert against(0.50001, 0.5) == "0.50001"  # a drop just over its budget shows as over
     assert against(-0.35, 1.0) == "-0.35"
+
+
+def test_vanished_and_appeared_classes_are_named() -> None:
+    import numpy as np
+
+    from edgeseg.metrics import Agreement
+
+    ref = np.zeros((1, 10, 100), dtype=np.int64)
+    ref[0, :5] = 1  # class 1 on half the pixels
+    ref[0, 9, 99] = 2  # class 2 on 0.1 % of them: at the threshold
+    cand = np.zeros_like(ref)
+    cand[0, 0, 0] = 3  # class 3 on one pixel (0.1 %) that the reference never predicts
+    agreement = Agreement(num_classes=4)
+    agreement.update(ref, cand)
+    m = agreement.compute()
+    assert m.vanished == [1, 2] and m.appeared == [3]
+    agreement.reset()
+    agreement.update(ref, ref)
+    assert agreement.compute().vanished == [] == agreement.compute().appeared

@@ -220,6 +220,9 @@ class ValidateStage(Stage):
         others = [c for c in candidates if c.get("precision") != ctx.precision.value]
         for line in report_failures({"candidates": others}):
             ctx.reporter.note(f"validation (other precision): {line}")
+        for c in candidates:
+            for warning in c.get("warnings", []):
+                ctx.reporter.note(f"{Path(c['artifact']).name}: {warning}")
         failed = report_failures({"candidates": own})
         if not own:
             raise EdgesegError(f"validation failed (see {ctx.path(REPORT_FILE)}): "

@@ -386,6 +386,9 @@ def test_report_judges_on_heldout_images_disjoint_from_tuning_and_calibration(in
     assert report["data"]["judged_on"] == "heldout" and report["num_images"] == len(heldout)
     int8 = next(c for c in report["candidates"] if c["precision"] == "int8")
     assert int8["pixel_agreement"] == int8["heldout"]["pixel_agreement"]
+    coverage = int8["int8_coverage"]
+    assert 0 < coverage["layers_int8"] <= coverage["layers"] and 0 < coverage["macs_int8"] <= coverage["macs"]
+    assert isinstance(int8["vanished_classes"], list) and isinstance(int8["warnings"], list)
     # The guard tuned on exactly the tuning images.
     guard = read_json(result.folder / "build.json")["stages"]["quantize"]["results"]["accuracy_guard"]
     assert f"{len(tuning)} of" in guard["validation"] and "seeded draw" in guard["validation"]
