@@ -1,4 +1,4 @@
-"""`edgeseg build`: checkpoint → ONNX → FP16 / INT8 → validated → TensorRT engine.
+"""`edgeseg build`: model (preset, bundle, .pt2, ONNX) → ONNX → FP16 / INT8 → validated → TensorRT engine.
 
 The command only parses options and draws progress; the stages live in :mod:`edgeseg.stages`.
 """
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.cli._common import EXIT_CODES_HELP, console, interrupted, parse_hw
+from edgeseg.cli._common import EXIT_CODES_HELP, console, interrupted, parse_hw, parse_sets
+from edgeseg.errors import EdgesegError
 
 if TYPE_CHECKING:
     from edgeseg.stages import Build, BuildResult
@@ -26,6 +27,9 @@ Examples:
   edgeseg build --precision int8            # the shipped demo model and calibration set
   edgeseg build -m runs/city/model.pt --precision fp16 --val-data cityscapes:/data/cityscapes:val
   edgeseg build -m runs/city/model.pt --calib-data cityscapes:/data/cityscapes:train --calib-size 64
+  edgeseg build -m net.pt2 --precision int8 --calib-data images/   # a torch.export program
+  edgeseg build -m model.onnx --calib-data images/ --mean 0,0,0 --std 255,255,255 --channels bgr
+  edgeseg build -m dbmsnet_r18_os16 --num-classes 19 --input 512x1024   # random weights: benchmark
   edgeseg build --from-onnx engines/demo_dbmsnet/model.int8.onnx   # on the Jetson: engine only
   edgeseg build --target jetson-orin-nano   # defaults from the shipped jetson-orin-nano profile
   edgeseg build --list-targets              # the shipped target profiles
@@ -36,6 +40,7 @@ Stages (each recorded in build.json; a re-run skips what is still up to date):
   | calibrate (calib_cache/) + quantize (model.int8.onnx, accuracy guard)
   → engine (model.<precision>.engine, TensorRT only) → validate (report.json)
 Without TensorRT the engine is skipped and the command to finish on the target is printed.
+Your own model (card flags, outputs, recipes): docs/your-own-model.md.
 Ctrl-C or SIGTERM stops the build (exit 130 / 143); running the same command again resumes it.
 A failed accuracy gate (INT8 guard or validation) exits with status 3.
 """
@@ -65,6 +70,20 @@ class _RichReporter:
                 bar.update(task, completed=done, total=new_total)
 
             yield advance
+
+
+def _rgb(text: str | None, flag: str) -> tuple[float, float, float] | None:
+    """``--mean`` / ``--std``: three numbers ``R,G,B`` (0-255 pixel units)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise EdgesegError(f"{flag} expects three numbers R,G,B in 0-255 pixel units (e.g. 0,0,0), "
+                           f"got {text!r}")
+    return values  # type: ignore[return-value]
 
 
 def _kept_by(builder: Build) -> str:
@@ -109,11 +128,35 @@ def register(app: typer.Typer) -> None:
             None, "--precision", "-p",
             help="fp32, fp16 or int8. (default: what --from-onnx holds, the target's, else int8)"),
         model: str = typer.Option(
-            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),
+            None, "--model", "-m", help="Zoo preset, edgeseg bundle (.pt), torch.export program (.pt2) or "
+                                        "FP32 ONNX graph (.onnx). (default: the demo model)"),
         name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
         input_size: str = typer.Option(None, "--input",
-                                       help="Input HxW. (default: the target's, else the model card's)"),
+                                       help="Input HxW. (default: the target's, else what the graph fixes, "
+                                            "else the model card's)"),
+        card: Path = typer.Option(
+            None, "--card", help="card.yaml with the card keys (input, layout, channels, mean, std, "
+                                 "num_classes, classes); flags win over it."),
+        layout: str = typer.Option(
+            None, "--layout", help="The network's input layout: nchw or nhwc. (default: what the graph "
+                                   "fixes, else nchw)"),
+        channels: str = typer.Option(
+            None, "--channels", help="The network's channel order: rgb or bgr. (default: rgb)"),
+        mean: str = typer.Option(
+            None, "--mean", help="Per-channel mean R,G,B in 0-255 pixel units: pixel = (value - mean) / std. "
+                                 "(default: the card's, ImageNet)"),
+        std: str = typer.Option(
+            None, "--std", help="Per-channel std R,G,B in 0-255 units; a network fed [0, 1] takes "
+                                "255,255,255. (default: the card's, ImageNet)"),
+        num_classes: int = typer.Option(
+            None, "--num-classes", help="Class count (a preset is built with it). (default: the source's)"),
+        classes: Path = typer.Option(None, "--classes", help="File of class names, one a line."),
+        sets: list[str] = typer.Option([], "--set", help="Preset config field key=value (repeatable)."),
+        output_name: str = typer.Option(None, "--output-name",
+                                        help="Which output of a dict/tuple/multi-output model: a key, an "
+                                             "index or an ONNX output name. (default: the only one, else "
+                                             "out/logits)"),
         batch: int = typer.Option(None, "--batch", help="Static batch size. (default: the target's, else 1)"),
         shapes: str = typer.Option(None, "--shapes",
                                    help="Dynamic batch 'min,opt,max' (e.g. 1,4,8); TensorRT profile. "
@@ -171,6 +214,8 @@ def register(app: typer.Typer) -> None:
         options = BuildOptions(
             precision=precision, model=model, name=name, out_dir=out_dir,
             input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
+            card=card, layout=layout, channels=channels, mean=_rgb(mean, "--mean"), std=_rgb(std, "--std"),
+            num_classes=num_classes, classes=classes, overrides=parse_sets(sets), output_name=output_name,
             shapes=parse_batch_profile(shapes), opset=opset, output=output,
             calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
             int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, val_data=val_data,
