@@ -135,6 +135,9 @@ class BuildOptions:
     def __post_init__(self) -> None:
         from edgeseg.precision.ranges import CALIBRATION_METHODS
 
+        # The card names where its input size came from, so a graph that fixes another one says so.
+        from_target = self.target is not None and self.input_size is None
+        self._input_from = f"--target {self.target} (its input_size)" if from_target else "--input"
         if self.target is not None:
             self._apply_target(self.target)
         if self.batch is None:
@@ -176,11 +179,12 @@ class BuildOptions:
 
         flags = CardSpec(input_size=self.input_size, layout=self.layout, channels=self.channels,
                          mean=self.mean, std=self.std, num_classes=self.num_classes,
-                         class_names=read_class_names(self.classes) if self.classes else None)
+                         class_names=read_class_names(self.classes) if self.classes else None,
+                         where={"input_size": self._input_from})
         return flags.over(CardSpec.from_file(self.card)) if self.card else flags
 
     def to_dict(self) -> dict[str, Any]:
-        plain = {Path: os.fspath, Precision: str}
+        plain: dict[type, Any] = {Path: os.fspath, Precision: str}
         # An in-memory module is recorded by its class (its weights are keyed by the stages' digest).
         model = self.model if self.model is None or isinstance(self.model, str) else type(self.model).__name__
         values = {**{f.name: getattr(self, f.name) for f in fields(self)}, "model": model}

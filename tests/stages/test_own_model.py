@@ -195,3 +195,30 @@ def test_contradicting_flag_is_refused_before_any_work(ws: dict[str, Path]) -> N
     torch.export.save(torch.export.export(TupleAux().eval(), (torch.zeros(1, 3, 24, 32),)), path)
     with pytest.raises(EdgesegError, match=r"--input 32x32: .*static.pt2 \(static input shape\) fixes it"):
         _build(ws, str(path), precision="fp16", input_size=(32, 32))
+
+
+def test_a_target_input_size_that_the_graph_contradicts_names_the_target(ws: dict[str, Path]) -> None:
+    path = ws["root"] / "static24.pt2"
+    torch.export.save(torch.export.export(TupleAux().eval(), (torch.zeros(1, 3, 24, 32),)), path)
+    target = ws["root"] / "board.toml"
+    target.write_text('description = "test board"\ntensorrt = "10"\ncompute_capability = "8.7"\n\n'
+                      '[build]\nprecision = "fp16"\ninput = [64, 64]\n')
+    with pytest.raises(EdgesegError, match=r"--target .*board.toml \(its input_size\) 64x64: .*static24.pt2"):
+        _build(ws, str(path), target=str(target))
+
+
+def test_cli_card_flags_are_one_line_errors(ws: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+    from edgeseg.cli import main
+
+    path = ws["root"] / "cli.pt2"
+    torch.export.save(torch.export.export(TupleAux().eval(), (torch.zeros(1, 3, 24, 32),)), path)
+    for argv, message in (
+        (["--mean", "0,0"], "error: --mean expects three numbers R,G,B in 0-255 pixel units"),
+        (["--std", "255,0,255"], "error: --std must be 3 numbers in 0..255 pixel units, each > 0"),
+        (["--layout", "chw"], "error: --layout must be nchw or nhwc, got 'chw'"),
+        (["--set", "width=0.5"], "error: --set: only a zoo preset takes config fields"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["build", "--model", str(path), "--out-dir", str(ws["engines"]), *argv])
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        assert exit_info.value.code == 2 and len(errors) == 1 and errors[0].startswith(message), errors
