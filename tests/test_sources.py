@@ -240,3 +240,14 @@ def test_from_onnx_graph_is_checked_against_its_card(tmp_path: Path) -> None:
     bgr = ModelCard(preset="onnx:n", num_classes=3, input_size=(32, 32), channels="bgr")
     with pytest.raises(EdgesegError, match="g.onnx: its card says NCHW BGR input; the runtime feeds NCHW"):
         check_graph_against_card(graph, bgr, "g.onnx")
+
+
+def test_onnx_dynamic_batch_follows_shapes(tmp_path: Path) -> None:
+    path = _onnx_segmenter(tmp_path / "dyn.onnx", classes=3, stride=2, batch="n")
+    loaded = GraphFromOnnx(path, CardSpec(), shapes=(1, 2, 4))()
+    dims = loaded.graph.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [3, 32, 32]
+    (logits,) = _run(loaded.graph, {"images": np.zeros((3, 3, 32, 32), np.float32)})
+    assert logits.shape == (3, 3, 32, 32)
+    static = GraphFromOnnx(path, CardSpec(), batch=2)()
+    assert static.graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
