@@ -4,7 +4,7 @@ A training checkpoint is a superset of the deployable bundle of :mod:`edgeseg.ch
 the same ``"card"`` and ``"state_dict"`` keys, so :func:`edgeseg.checkpoint.load_model` reads
 ``last.pt`` / ``best.pt`` directly. Every value is a tensor or a plain Python type, so it loads with
 ``torch.load(..., weights_only=True)``; files are written through
-:func:`edgeseg._io.atomic_write`, so an interrupted save never leaves a truncated checkpoint.
+:func:`edgeseg._io.save_torch` (atomic), so an interrupted save never leaves a truncated checkpoint.
 
 Layout (``format = "edgeseg.train/1"``)::
 
@@ -26,9 +26,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from edgeseg._io import atomic_write
+from edgeseg._io import save_torch
 from edgeseg.checkpoint import read_checkpoint
 from edgeseg.errors import EdgesegError
 
@@ -52,8 +50,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise ValueError(f"training checkpoint is missing {missing}")
-    with atomic_write(path) as f:
-        torch.save({"format": TRAIN_FORMAT, **state}, f)
+    save_torch(path, {"format": TRAIN_FORMAT, **state})
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
