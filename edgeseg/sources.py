@@ -413,23 +413,11 @@ class ModelFromModule(_Loader):
         self.module, self.spec, self.output_name = module, spec, output_name
 
     def call_impl(self) -> Loaded:
-        import torch
-
         label = f"model {type(self.module).__name__}"
         if self.spec.input_size is None:
             raise EdgesegError(f"{label}: an nn.Module does not fix its input size: pass input_size=(H, W) "
                                "(--input HxW)")
-        module = self.module.eval()
-        h, w = self.spec.input_size
-        nchw = (self.spec.layout or "nchw") == "nchw"
-        example = torch.zeros(1, 3, h, w) if nchw else torch.zeros(1, h, w, 3)
-        try:
-            program = torch.export.export(module, (example,), strict=False)
-        except Exception as e:  # the exporter raises many types; all mean "cannot trace this forward"
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise EdgesegError(f"{label}: torch.export cannot trace its forward ({first})") from None
-        return _adapt_torch("module", module, self.spec, label, self.output_name, graph=program.graph,
-                            graph_offset=0)
+        return _adapt_torch("module", self.module.eval(), self.spec, label, self.output_name)
 
 
 def _input_from_shape(spec: CardSpec, shape: list[int | None], label: str) -> CardSpec:
@@ -455,9 +443,15 @@ def _input_from_shape(spec: CardSpec, shape: list[int | None], label: str) -> Ca
 
 
 def _adapt_torch(kind: str, module: Any, spec: CardSpec, label: str, output_name: str | None, *,
-                 graph: Any, graph_offset: int, fixed_mode: bool = False,
+                 graph: Any = None, graph_offset: int = 0, fixed_mode: bool = False,
                  static_batch: int | None = None) -> Loaded:
-    """Inspect one eager forward, then wrap ``module`` in the :class:`SegmentationAdapter`."""
+    """Inspect one eager forward, then wrap ``module`` in the :class:`SegmentationAdapter`.
+
+    Logits vs probabilities is read from ``graph`` (a program's own, its outputs flattened after
+    ``graph_offset`` others); without one, from a ``torch.export`` trace of the module behind an
+    adapter that only picks the output, so outputs torch.export cannot flatten (a Hugging Face
+    ``ModelOutput`` without its pytree registration) still trace.
+    """
     import torch
     from torch.utils._pytree import tree_flatten
 
@@ -475,9 +469,19 @@ def _adapt_torch(kind: str, module: Any, spec: CardSpec, label: str, output_name
         key = int(output_name)
     chosen = select_output(out, key, what=f"output of {label}")
     out_layout, channels = _read_output(tuple(chosen.shape), spec, f"{label} output")
-    leaves, _ = tree_flatten(out)
-    index = next((i for i, leaf in enumerate(leaves) if leaf is chosen), None)
-    activation = output_activation(graph, graph_offset + index) if index is not None else "none"
+    if graph is None:
+        picked = SegmentationAdapter(module, input_size=(h, w), layout=layout,
+                                     output=OutputSpec(key=key, layout=out_layout))
+        try:
+            graph = torch.export.export(picked, (torch.zeros(n, 3, h, w),), strict=False).graph
+        except Exception as e:  # the exporter raises many types; all mean "cannot trace this forward"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise EdgesegError(f"{label}: torch.export cannot trace its forward ({first})") from None
+        activation = output_activation(graph, 0)
+    else:
+        leaves, _ = tree_flatten(out)
+        index = next((i for i, leaf in enumerate(leaves) if leaf is chosen), None)
+        activation = output_activation(graph, graph_offset + index) if index is not None else "none"
     output = OutputSpec(key=key, layout=out_layout, activation=activation, binary=channels == 1)
     classes = 2 if channels == 1 else channels
     model = SegmentationAdapter(module, input_size=(h, w), layout=layout, channels=spec.channels or "rgb",

@@ -251,3 +251,26 @@ def test_onnx_dynamic_batch_follows_shapes(tmp_path: Path) -> None:
     assert logits.shape == (3, 3, 32, 32)
     static = GraphFromOnnx(path, CardSpec(), batch=2)()
     assert static.graph.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 2
+
+
+class _SegmenterOutput(dict):
+    """Like Hugging Face's SemanticSegmenterOutput: scores in ``.logits``, no pytree registration."""
+
+    @property
+    def logits(self) -> torch.Tensor:
+        return self["logits"]
+
+
+def test_module_returning_a_model_output_object_with_sigmoid_probabilities() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 1, 3, stride=4, padding=1)
+
+        def forward(self, x: torch.Tensor) -> _SegmenterOutput:
+            return _SegmenterOutput(logits=torch.sigmoid(self.conv(x)), hidden=x)
+
+    loaded = ModelFromModule(Net(), CardSpec(input_size=(32, 32)))()
+    assert loaded.details["output"] == "sigmoid probabilities, NCHW, binary (1 channel)"
+    assert loaded.card.num_classes == 2
+    assert loaded.model(torch.zeros(2, 3, 32, 32)).shape == (2, 2, 32, 32)
