@@ -274,3 +274,13 @@ def test_module_returning_a_model_output_object_with_sigmoid_probabilities() -> 
     assert loaded.details["output"] == "sigmoid probabilities, NCHW, binary (1 channel)"
     assert loaded.card.num_classes == 2
     assert loaded.model(torch.zeros(2, 3, 32, 32)).shape == (2, 2, 32, 32)
+
+
+def test_card_layout_and_channels_round_trip_and_default_for_old_cards() -> None:
+    card = ModelCard(preset="onnx:x", num_classes=2, layout="nhwc", channels="bgr")
+    again = ModelCard.from_dict(card.to_dict())
+    assert (again.layout, again.channels) == ("nhwc", "bgr")
+    old = {k: v for k, v in card.to_dict().items() if k not in ("layout", "channels")}
+    assert (ModelCard.from_dict(old).layout, ModelCard.from_dict(old).channels) == ("nchw", "rgb")
+    with pytest.raises(EdgesegError, match="card.json: field 'channels' must be rgb or bgr, got 'rgba'"):
+        ModelCard.from_dict({**old, "channels": "rgba"}, source="card.json")
