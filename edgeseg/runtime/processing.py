@@ -11,12 +11,14 @@ pixels to whole grey levels (< 1/255 from the float resize). On a GPU the float 
 Postprocessing maps the network output back to each frame: logits are resized bilinearly to the
 frame size *before* the argmax (as the model itself upsamples its logits). The class map alone is
 computed without materialising the K upsampled score maps (see :func:`upsample_labels`); an
-``argmax`` graph (``labels`` output) is resized with nearest-neighbour.
+``argmax`` graph (``labels`` output) is resized with nearest-neighbour. :class:`Postprocessor` does
+it for a batch, with the optional score maps and overlays.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +33,13 @@ __all__ = [
     "resize_labels",
     "default_palette",
     "Colorizer",
+    "Postprocessor",
+    "OUTPUT_KINDS",
+    "to_output",
 ]
+
+#: What results hold: host numpy arrays, or torch tensors on the device they were computed on.
+OUTPUT_KINDS = ("numpy", "torch")
 
 
 class Preprocessor:
@@ -254,3 +262,78 @@ class Colorizer:
         blended = frames.to(torch.int32).mul_(_ALPHA_ONE - a)
         blended.add_(F.embedding(labels.long().clamp_(0, 255), lut))
         return blended.bitwise_right_shift_(_ALPHA_BITS).to(torch.uint8)
+
+
+class Postprocessor:
+    """Raw network output → class maps (and optionally scores, probabilities, overlays) at frame size.
+
+    Args:
+        num_classes: classes the model's card declares; a score output must have that many channels.
+        colorizer: draws the overlays.
+        name: the model's label in error messages. Defaults to ``"model"``.
+    """
+
+    def __init__(self, num_classes: int, colorizer: Colorizer, name: str = "model") -> None:
+        self.num_classes = num_classes
+        self.colorizer = colorizer
+        self.name = name
+
+    def __call__(
+        self,
+        raw: torch.Tensor,
+        frames: torch.Tensor,
+        *,
+        color: str = "rgb",
+        overlay: bool = False,
+        alpha: float = 0.5,
+        logits: bool = False,
+        probs: bool = False,
+    ) -> dict[str, torch.Tensor | None]:
+        """Map a batch of raw outputs onto its frames.
+
+        Args:
+            raw: ``(N, K, h, w)`` logits, or ``(N, h, w)`` labels of an ``--output argmax`` graph.
+            frames: the ``(N, H, W, 3)`` uint8 frames, in ``color`` channel order.
+            color: channel order of ``frames``; overlays keep it.
+            overlay, alpha, logits, probs: what to compute besides the class map (see
+                :meth:`~edgeseg.runtime.segmenter.Segmenter.postprocess`).
+
+        Returns:
+            Batched maps keyed like :class:`~edgeseg.runtime.segmenter.SegResult`'s fields:
+            ``mask`` ``(N, H, W)``, ``logits`` and ``probs`` ``(N, K, H, W)`` float32, ``overlay``
+            ``(N, H, W, 3)`` uint8; None for those not asked for.
+        """
+        size = (int(frames.shape[1]), int(frames.shape[2]))
+        scores = None
+        if raw.ndim == 4:
+            if raw.shape[1] != self.num_classes:
+                raise EdgesegError(
+                    f"{self.name}: model outputs {raw.shape[1]} classes, its card says {self.num_classes}"
+                )
+            if logits or probs:
+                scores = resize_logits(raw, size)
+                labels = labels_from_logits(scores)
+            else:  # the class map alone: skip materialising K full-size score maps
+                labels = upsample_labels(raw, size)
+        elif raw.ndim == 3:
+            if logits or probs:
+                raise EdgesegError(
+                    "this model outputs class labels (exported with --output argmax); "
+                    "logits/probabilities are not available"
+                )
+            labels = resize_labels(raw, size)
+        else:
+            raise EdgesegError(f"{self.name}: unexpected output shape {tuple(raw.shape)}")
+        return {
+            "mask": labels,
+            "logits": scores.float() if logits and scores is not None else None,
+            "probs": torch.softmax(scores.float(), dim=1) if probs and scores is not None else None,
+            "overlay": self.colorizer.overlay(frames, labels, alpha, color) if overlay else None,
+        }
+
+
+def to_output(t: torch.Tensor | None, output: str) -> Any:
+    """``t`` as ``output`` asks (one of :data:`OUTPUT_KINDS`): the tensor itself, or a host numpy array."""
+    if t is None or output == "torch":
+        return t
+    return t.cpu().numpy()

@@ -16,21 +16,19 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
-from edgeseg.runners.base import BaseRunner
+from edgeseg.runners.base import BaseRunner, TensorMeta
 from edgeseg.runtime.frames import COLOR_ORDERS, as_frame_batch
 from edgeseg.runtime.processing import (
+    OUTPUT_KINDS,
     Colorizer,
+    Postprocessor,
     Preprocessor,
     default_palette,
-    labels_from_logits,
-    resize_labels,
-    resize_logits,
-    upsample_labels,
+    to_output,
 )
 
 __all__ = ["Segmenter", "SegResult"]
@@ -94,15 +92,8 @@ class Segmenter:
         self.info: dict[str, Any] = dict(info or {})
         if not runner.is_active:
             runner.activate()
-        inputs = runner.get_input_metadata()
-        if len(inputs) != 1:
-            raise EdgesegError(
-                f"{runner.name}: a segmentation model has one input, got {[m.name for m in inputs]}"
-            )
-        meta = inputs[0]
+        meta = _image_input(runner)
         self.input_name = meta.name
-        if len(meta.shape) != 4 or (isinstance(meta.shape[1], int) and meta.shape[1] != 3):
-            raise EdgesegError(f"{runner.name}: input '{meta.name}' must be (N, 3, H, W), got {meta.shape}")
         n, _, h, w = meta.shape
         self.fixed_batch = n if isinstance(n, int) and n > 0 else None
         self.max_batch = self.fixed_batch or max_batch
@@ -117,6 +108,7 @@ class Segmenter:
         self.palette = [list(map(int, rgb)) for rgb in palette]
         self._pre = Preprocessor(card.mean, card.std, self.input_size, self.device)
         self.colorizer = Colorizer(self.palette, self.device)
+        self._post = Postprocessor(self.num_classes, self.colorizer, runner.name)
         self._lock = threading.Lock()
         self.info.setdefault("backend", runner.backend)
         self.info.update(device=str(self.device), input_size=list(self.input_size))
@@ -209,19 +201,9 @@ class Segmenter:
         feed = {self.input_name: chunk.cpu().numpy() if host else chunk}
         with self._lock:
             out = self.runner.infer(feed)
-        value = out.get("logits", out.get("labels"))
-        if value is None:
-            if len(out) != 1:
-                raise EdgesegError(
-                    f"{self.runner.name}: expected output 'logits' or 'labels', got {sorted(out)}"
-                )
-            value = next(iter(out.values()))
-        tensor = torch.as_tensor(value, device=self.device)
-        if not isinstance(value, (np.ndarray, torch.Tensor)):
-            # A device view into the runner's own output buffer (TensorRT) is overwritten by the next
-            # inference, which a pipeline starts before this result is postprocessed: keep a copy.
-            tensor = tensor.clone()
-        return tensor
+        # Runners return arrays the caller owns (TensorRT copies out of its reused buffers), so a
+        # pipeline may start the next inference before this result is postprocessed.
+        return torch.as_tensor(_model_output(out, self.runner.name), device=self.device)
 
     def postprocess(
         self,
@@ -248,49 +230,13 @@ class Segmenter:
             output: ``"numpy"`` (host arrays) or ``"torch"`` (tensors on :attr:`device`).
         """
         _check_color(color)
-        if output not in ("numpy", "torch"):
+        if output not in OUTPUT_KINDS:
             raise EdgesegError(f"output must be 'numpy' or 'torch', got {output!r}")
-        size = (int(frames.shape[1]), int(frames.shape[2]))
-        scores = None
-        if raw.ndim == 4:
-            if raw.shape[1] != self.num_classes:
-                raise EdgesegError(
-                    f"{self.runner.name}: model outputs {raw.shape[1]} classes, its card says "
-                    f"{self.num_classes}"
-                )
-            if logits or probs:
-                scores = resize_logits(raw, size)
-                labels = labels_from_logits(scores)
-            else:  # the class map alone: skip materialising K full-size score maps
-                labels = upsample_labels(raw, size)
-        elif raw.ndim == 3:
-            if logits or probs:
-                raise EdgesegError(
-                    "this model outputs class labels (exported with --output argmax); "
-                    "logits/probabilities are not available"
-                )
-            labels = resize_labels(raw, size)
-        else:
-            raise EdgesegError(f"{self.runner.name}: unexpected output shape {tuple(raw.shape)}")
-        blended = self.colorizer.overlay(frames, labels, alpha, color) if overlay else None
-        prob = torch.softmax(scores.float(), dim=1) if probs and scores is not None else None
-
-        def emit(t: torch.Tensor | None) -> Any:
-            if t is None:
-                return None
-            return t if output == "torch" else t.cpu().numpy()
-
-        results = []
-        for i in range(labels.shape[0]):
-            results.append(
-                SegResult(
-                    mask=emit(labels[i]),
-                    logits=emit(scores[i].float()) if logits and scores is not None else None,
-                    probs=emit(prob[i]) if prob is not None else None,
-                    overlay=emit(blended[i]) if blended is not None else None,
-                )
-            )
-        return results
+        maps = self._post(raw, frames, color=color, overlay=overlay, alpha=alpha, logits=logits, probs=probs)
+        return [
+            SegResult(**{key: to_output(None if m is None else m[i], output) for key, m in maps.items()})
+            for i in range(maps["mask"].shape[0])
+        ]
 
     # --- convenience ----------------------------------------------------------------------
     def __call__(
@@ -345,6 +291,29 @@ class Segmenter:
             "input": self.input_name,
             "fixed_batch": self.fixed_batch,
         }
+
+
+def _image_input(runner: BaseRunner) -> TensorMeta:
+    """The model's one input, an ``(N, 3, H, W)`` image batch (else EdgesegError)."""
+    inputs = runner.get_input_metadata()
+    if len(inputs) != 1:
+        raise EdgesegError(
+            f"{runner.name}: a segmentation model has one input, got {[m.name for m in inputs]}"
+        )
+    meta = inputs[0]
+    if len(meta.shape) != 4 or (isinstance(meta.shape[1], int) and meta.shape[1] != 3):
+        raise EdgesegError(f"{runner.name}: input '{meta.name}' must be (N, 3, H, W), got {meta.shape}")
+    return meta
+
+
+def _model_output(out: dict[str, Any], runner_name: str) -> Any:
+    """The class scores or labels among a runner's outputs: ``logits``, ``labels`` or the only one."""
+    value = out.get("logits", out.get("labels"))
+    if value is None:
+        if len(out) != 1:
+            raise EdgesegError(f"{runner_name}: expected output 'logits' or 'labels', got {sorted(out)}")
+        value = next(iter(out.values()))
+    return value
 
 
 def _check_color(color: str) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from edgeseg.errors import EdgesegError
 from edgeseg.runtime.processing import (
     Colorizer,
+    Postprocessor,
     Preprocessor,
     default_palette,
     labels_from_logits,
     resize_logits,
+    to_output,
     upsample_labels,
 )
 
@@ -93,3 +97,33 @@ def test_overlay_rounds_the_float_blend(alpha: float) -> None:
         assert got.dtype == torch.uint8 and got.shape == frames.shape
         # Rounding (0.5) plus alpha's fixed-point step (2^-17 * 255): never a whole grey level off.
         assert (got.float() - want).abs().max() <= 0.51
+
+
+def test_postprocessor_maps_scores_and_labels_to_frame_size() -> None:
+    post = Postprocessor(4, Colorizer(default_palette(4)), name="net")
+    raw = _smooth_logits(2, 4, 8, 12).half()  # an FP16 engine's output
+    frames = torch.randint(0, 256, (2, 30, 40, 3), dtype=torch.uint8)
+    maps = post(raw, frames, logits=True, probs=True)
+    want = labels_from_logits(resize_logits(raw, (30, 40)))
+    assert torch.equal(maps["mask"], want)
+    assert maps["logits"].dtype == torch.float32 and maps["logits"].shape == (2, 4, 30, 40)
+    assert torch.allclose(maps["probs"].sum(1), torch.ones(2, 30, 40))
+    assert maps["overlay"] is None
+    plain = post(raw, frames, overlay=True, alpha=1.0)
+    assert plain["logits"] is None and plain["probs"] is None
+    assert torch.equal(plain["overlay"], Colorizer(default_palette(4)).colorize(plain["mask"]))
+    labels = post(want[:, ::3, ::4], frames)["mask"]  # an argmax graph's (N, h, w) output
+    assert labels.shape == (2, 30, 40) and labels.dtype == torch.uint8
+    with pytest.raises(EdgesegError, match="net: model outputs 5 classes, its card says 4"):
+        post(_smooth_logits(1, 5, 8, 8), frames[:1])
+    with pytest.raises(EdgesegError, match="outputs class labels"):
+        post(want, frames, probs=True)
+    with pytest.raises(EdgesegError, match=r"net: unexpected output shape \(2, 4\)"):
+        post(torch.zeros(2, 4), frames)
+
+
+def test_to_output_converts_to_host_numpy_only_when_asked() -> None:
+    t = torch.arange(6).view(2, 3)
+    assert to_output(t, "torch") is t and to_output(None, "numpy") is None
+    host = to_output(t, "numpy")
+    assert isinstance(host, np.ndarray) and host.tolist() == t.tolist()
