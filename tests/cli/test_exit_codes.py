@@ -49,7 +49,8 @@ def test_a_failed_gate_and_a_bad_flag_exit_differently(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _failing_validation(monkeypatch)
-    status, err = _exit_status(capsys, "validate", "--build", str(tmp_path), "--json")
+    status, err = _exit_status(capsys, "validate", "--build", str(tmp_path), "--data", "synthetic::val",
+                               "--json")
     assert status == ExitCode.ACCURACY_GATE == 3
     assert err.strip().splitlines()[-1] == (
         "error: validation failed: model.int8.onnx (onnxrt): pixel agreement 97.10% < 99.50%")
@@ -72,6 +73,6 @@ def test_a_signal_in_any_command_exits_with_its_own_status(
 
     monkeypatch.setattr(edgeseg.validate, "validate", validate)
     before = signal.getsignal(signum)
-    code, err = _exit_status(capsys, "validate", "--build", str(tmp_path))
+    code, err = _exit_status(capsys, "validate", "--build", str(tmp_path), "--data", "synthetic::val")
     assert code == status and err.strip().splitlines()[-1] == f"interrupted by {signal.Signals(signum).name}"
     assert signal.getsignal(signum) is before  # main() put the previous handler back
