@@ -235,7 +235,7 @@ class Segmenter:
         maps = self._post(raw, frames, color=color, overlay=overlay, alpha=alpha, logits=logits, probs=probs)
         return [
             SegResult(**{key: to_output(None if m is None else m[i], output) for key, m in maps.items()})
-            for i in range(maps["mask"].shape[0])
+            for i in range(raw.shape[0])
         ]
 
     # --- convenience ----------------------------------------------------------------------

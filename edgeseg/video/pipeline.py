@@ -25,6 +25,9 @@ Policies:
   start (FFmpeg's codec threads) inherit it.
 
 Accounting: ``frames_in == frames_out + skipped + dropped`` for every completed stream.
+
+:class:`Pipeline` holds the settings and runs streams; the work of each stage is in ``_Stages``, and
+the threads, abort-aware queues and counters they share are in :mod:`edgeseg.video._threads`.
 """
 
 from __future__ import annotations
@@ -32,19 +35,19 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from edgeseg.errors import EdgesegError
 from edgeseg.runtime.frames import as_frame_batch, check_frame
-from edgeseg.runtime.processing import resize_labels
+from edgeseg.runtime.processing import OUTPUT_KINDS, resize_labels, to_output
 from edgeseg.runtime.segmenter import SegResult
+from edgeseg.video._threads import END, StageThreads, StreamStats
 from edgeseg.video.sources import CorruptFrame, FrameSource, open_source
 
 if TYPE_CHECKING:
@@ -57,76 +60,9 @@ log = logging.getLogger(__name__)
 #: What :attr:`FrameResult.image` holds: nothing, the overlay, or the colour-coded class map.
 RENDER_MODES = (None, "overlay", "mask")
 
-_END = object()  # end-of-stream marker passed down the queues
-_POLL_S = 0.05  # how often a blocked stage checks whether the pipeline was aborted
-_MAX_WARNINGS = 20  # warnings kept in the stats (all are logged)
 #: ``nice`` increment of the helper stages on CPU backends. A small gain, measured on 2 cores at
 #: 512x1024 with overlay + H.264 encode: +2.7 % pipeline FPS (median of 7 interleaved pairs).
 CPU_HELPER_NICE = 10
-
-
-class _Aborted(Exception):
-    """Raised inside a stage when another stage failed; the stage just exits."""
-
-
-@dataclass
-class StreamStats:
-    """Counters of one stream.
-
-    Attributes:
-        frames_in: frames read from the source (including corrupt ones).
-        frames_out: frames delivered (yielded or written).
-        skipped: corrupt/undecodable/invalid frames skipped.
-        dropped: frames dropped because a live source outpaced the pipeline.
-        inferred: frames that went through the backend (``every`` > 1 reuses masks in between).
-        batches: backend calls.
-        infer_s: seconds spent inside the backend.
-        stage_s: busy seconds of each stage (``decode``, ``preprocess``, ``infer``, ``postprocess``,
-            ``sink``): the largest one is the pipeline's bottleneck.
-        elapsed_s: wall time of the whole stream.
-        interrupted: the stream was stopped before the source ended.
-        warnings: the first few skip messages.
-    """
-
-    frames_in: int = 0
-    frames_out: int = 0
-    skipped: int = 0
-    dropped: int = 0
-    inferred: int = 0
-    batches: int = 0
-    infer_s: float = 0.0
-    stage_s: dict[str, float] = field(default_factory=dict)
-    elapsed_s: float = 0.0
-    interrupted: bool = False
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def fps(self) -> float:
-        """Delivered frames per second of wall time."""
-        return self.frames_out / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-    @property
-    def infer_fps(self) -> float:
-        """Frames per second the backend alone sustained (the pipeline's ceiling)."""
-        return self.inferred / self.infer_s if self.infer_s > 0 else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON view, with the derived rates."""
-        return {
-            "frames_in": self.frames_in,
-            "frames_out": self.frames_out,
-            "skipped": self.skipped,
-            "dropped": self.dropped,
-            "inferred": self.inferred,
-            "batches": self.batches,
-            "infer_s": round(self.infer_s, 4),
-            "stage_s": {k: round(v, 4) for k, v in self.stage_s.items()},
-            "elapsed_s": round(self.elapsed_s, 4),
-            "fps": round(self.fps, 3),
-            "infer_fps": round(self.infer_fps, 3),
-            "interrupted": self.interrupted,
-            "warnings": list(self.warnings),
-        }
 
 
 @dataclass
@@ -194,7 +130,7 @@ class Pipeline:
             )
         if render not in RENDER_MODES:
             raise EdgesegError(f"render must be one of {RENDER_MODES}, got {render!r}")
-        if output not in ("numpy", "torch"):
+        if output not in OUTPUT_KINDS:
             raise EdgesegError(f"output must be 'numpy' or 'torch', got {output!r}")
         self.seg = segmenter
         self.batch = batch
@@ -209,10 +145,7 @@ class Pipeline:
             raise EdgesegError(f"helper_nice must be in 0..19, got {helper_nice}")
         self.helper_nice = helper_nice
         self.stats = StreamStats()
-        self._lock = threading.Lock()
-        self._abort = threading.Event()
-        self._error: BaseException | None = None
-        self._threads: list[threading.Thread] = []
+        self._threads: StageThreads | None = None  # those of the stream in progress
 
     # --- public API ---------------------------------------------------------------------------
     def iterate(self, source: Any, stop: threading.Event | None = None) -> Iterator[FrameResult]:
@@ -223,14 +156,13 @@ class Pipeline:
                 frames.
             stop: set it to stop reading; in-flight frames are still delivered.
         """
-        out = self._start(open_source(source), stop or threading.Event(), sink=None)
+        threads, out = self._start(open_source(source), stop or threading.Event(), sink=None)
         try:
-            while (item := self._next(out)) is not None:
-                with self._lock:
-                    self.stats.frames_out += 1
+            while (item := threads.next(out)) is not None:
+                threads.delivered_one()
                 yield item
         finally:
-            self._finish()
+            self._finish(threads)
 
     def run(
         self,
@@ -258,15 +190,14 @@ class Pipeline:
             The stream's :class:`StreamStats`.
         """
         stop = stop or threading.Event()
-        out = self._start(open_source(source), stop, sink=sink)
+        threads, out = self._start(open_source(source), stop, sink=sink)
         try:
             while True:
                 try:
-                    item = self._next(out)
+                    item = threads.next(out)
                     if item is None:
                         break
-                    with self._lock:
-                        self.stats.frames_out += 1
+                    threads.delivered_one()
                     if on_frame is not None:
                         on_frame(item, self.stats)
                 except KeyboardInterrupt:
@@ -274,7 +205,7 @@ class Pipeline:
                         raise  # second interrupt: stop draining
                     stop.set()
         finally:
-            self._finish()
+            self._finish(threads)
             if stop.is_set():
                 self.stats.interrupted = True
         return self.stats
@@ -282,135 +213,84 @@ class Pipeline:
     # --- machinery ---------------------------------------------------------------------------
     def _start(
         self, source: FrameSource, stop: threading.Event, sink: Callable[[FrameResult], None] | None
-    ) -> queue.Queue[Any]:
-        if self._threads:
+    ) -> tuple[StageThreads, queue.Queue[Any]]:
+        if self._threads is not None:
             raise EdgesegError("a Pipeline runs one stream at a time; create another Pipeline")
-        self.stats = StreamStats()
-        self._t0 = time.perf_counter()
-        self._stop = stop
+        threads = self._threads = StageThreads()
+        self.stats = threads.stats
+        return threads, _Stages(self, source, stop, threads).launch(sink)
+
+    def _finish(self, threads: StageThreads) -> None:
+        self._threads = None
+        threads.finish()
+
+
+class _Stages:
+    """The work of each stage of one stream, and their wiring (:meth:`launch`).
+
+    Args:
+        pipeline: the settings.
+        source: the frames.
+        stop: stops reading when set.
+        threads: runs the stages; its queue operations give up when the stream is aborted.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, source: FrameSource, stop: threading.Event, threads: StageThreads
+    ) -> None:
+        self.seg, self.batch, self.every = pipeline.seg, pipeline.batch, pipeline.every
+        self.render, self.alpha, self.output = pipeline.render, pipeline.alpha, pipeline.output
+        self.queue_size, self.helper_nice = pipeline.queue_size, pipeline.helper_nice
+        self.source, self.stop, self.threads = source, stop, threads
+
+    def launch(self, sink: Callable[[FrameResult], None] | None) -> queue.Queue[Any]:
+        """Start one thread per stage; returns the queue the results come out of, in order."""
         q_frames: queue.Queue[Any] = queue.Queue(self.queue_size * self.batch)
         q_pre: queue.Queue[Any] = queue.Queue(self.queue_size)
         q_inf: queue.Queue[Any] = queue.Queue(self.queue_size)
         q_out: queue.Queue[Any] = queue.Queue(self.queue_size * self.batch)
-        stages = [
-            ("decode", self._decode, (source, q_frames)),
-            ("preprocess", self._prepare, (q_frames, q_pre, source)),
+        stages: list[tuple[str, Callable[..., None], tuple[Any, ...]]] = [
+            ("decode", self._decode, (q_frames,)),
+            ("preprocess", self._prepare, (q_frames, q_pre)),
             ("infer", self._infer, (q_pre, q_inf)),
-            ("postprocess", self._post, (q_inf, q_out, source)),
+            ("postprocess", self._post, (q_inf, q_out)),
         ]
         if sink is not None:
             q_done: queue.Queue[Any] = queue.Queue(self.queue_size * self.batch)
             stages.append(("sink", self._deliver, (q_out, q_done, sink)))
             q_out = q_done
         for name, target, args in stages:
-            nice = 0 if name == "infer" else self.helper_nice
-            t = threading.Thread(
-                target=self._guard, args=(target, nice, *args), name=f"edgeseg-{name}", daemon=True
-            )
-            self._threads.append(t)
-            t.start()
+            self.threads.start(name, target, *args, nice=0 if name == "infer" else self.helper_nice)
         return q_out
-
-    def _finish(self) -> None:
-        self._abort.set()  # a no-op for finished stages; unblocks any still waiting
-        for t in self._threads:
-            t.join()
-        self._threads = []
-        self._abort.clear()
-        self.stats.elapsed_s = time.perf_counter() - self._t0
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
-
-    def _guard(self, target: Callable[..., None], nice: int, *args: Any) -> None:
-        if nice:
-            _lower_priority(nice)
-        try:
-            target(*args)
-        except _Aborted:
-            pass
-        except BaseException as e:  # a failing stage must not hang the others: record and abort all
-            with self._lock:
-                if self._error is None:
-                    self._error = e
-            self._abort.set()
-
-    def _next(self, q: queue.Queue[Any]) -> FrameResult | None:
-        try:
-            item = self._get(q)
-        except _Aborted:
-            return None  # _finish re-raises the stage's error
-        return None if item is _END else item
-
-    def _get(self, q: queue.Queue[Any]) -> Any:
-        while True:
-            try:
-                return q.get(timeout=_POLL_S)
-            except queue.Empty:
-                if self._abort.is_set():
-                    raise _Aborted from None
-
-    def _put(self, q: queue.Queue[Any], item: Any) -> None:
-        while True:
-            try:
-                q.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                if self._abort.is_set():
-                    raise _Aborted from None
-
-    def _put_latest(self, q: queue.Queue[Any], item: Any) -> None:
-        """Live sources: never wait; make room by dropping the oldest queued frame."""
-        while True:
-            try:
-                q.put_nowait(item)
-                return
-            except queue.Full:
-                try:
-                    q.get_nowait()
-                    with self._lock:
-                        self.stats.dropped += 1
-                except queue.Empty:
-                    pass
-
-    def _busy(self, stage: str, started: float) -> None:
-        elapsed = time.perf_counter() - started
-        with self._lock:
-            self.stats.stage_s[stage] = self.stats.stage_s.get(stage, 0.0) + elapsed
 
     def _skip(self, index: int, reason: str) -> None:
         message = f"frame {index}: skipped ({reason})"
         log.warning(message)
-        with self._lock:
-            self.stats.skipped += 1
-            if len(self.stats.warnings) < _MAX_WARNINGS:
-                self.stats.warnings.append(message)
+        self.threads.skipped_one(message)
 
-    # --- stages ------------------------------------------------------------------------------
-    def _decode(self, source: FrameSource, q: queue.Queue[Any]) -> None:
+    def _decode(self, q: queue.Queue[Any]) -> None:
+        source, threads = self.source, self.threads
         frames = source.frames()
         try:
             while True:
                 started = time.perf_counter()
-                item = next(frames, _END)
-                self._busy("decode", started)
-                if item is _END or self._stop.is_set() or self._abort.is_set():
+                item = next(frames, END)
+                threads.busy("decode", started)
+                if item is END or self.stop.is_set() or threads.aborted:
                     break
-                with self._lock:
-                    index = self.stats.frames_in
-                    self.stats.frames_in += 1
+                index = threads.read_one()
                 if isinstance(item, CorruptFrame):
                     self._skip(index, item.reason)
                 elif source.live:
-                    self._put_latest(q, (index, item))
+                    threads.put_latest(q, (index, item))
                 else:
-                    self._put(q, (index, item))
+                    threads.put(q, (index, item))
         finally:
             source.close()
-        self._put(q, _END)
+        threads.put(q, END)
 
-    def _prepare(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any], source: FrameSource) -> None:
-        device = self.seg.device
+    def _prepare(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
+        threads, device = self.threads, self.seg.device
         pending: list[tuple[int, torch.Tensor, Any, bool]] = []
         valid = 0
 
@@ -422,12 +302,12 @@ class Pipeline:
             work = _Work([p[0] for p in pending], frames, [p[2] for p in pending], mask)
             if any(mask):
                 started = time.perf_counter()
-                work.inputs = self.seg.preprocess(_select(frames, mask), source.color)
-                self._busy("preprocess", started)
+                work.inputs = self.seg.preprocess(_select(frames, mask), self.source.color)
+                threads.busy("preprocess", started)
             pending.clear()
-            self._put(q_out, work)
+            threads.put(q_out, work)
 
-        while (item := self._get(q_in)) is not _END:
+        while (item := threads.get(q_in)) is not END:
             index, array = item
             try:
                 tensor = _frame_tensor(array, device)
@@ -441,29 +321,25 @@ class Pipeline:
             if sum(p[3] for p in pending) >= self.batch or len(pending) >= self.batch * self.every:
                 flush()
         flush()
-        self._put(q_out, _END)
+        threads.put(q_out, END)
 
     def _infer(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
-        while (work := self._get(q_in)) is not _END:
+        threads = self.threads
+        while (work := threads.get(q_in)) is not END:
             if work.inputs is not None:
                 start = time.perf_counter()
                 raw = self.seg.infer(work.inputs)
                 if raw.is_cuda:
                     torch.cuda.synchronize(raw.device)  # count the GPU work, not just its launch
-                elapsed = time.perf_counter() - start
+                threads.inferred_batch(int(work.inputs.shape[0]), time.perf_counter() - start)
                 work.raw = raw
-                with self._lock:
-                    self.stats.infer_s += elapsed
-                    self.stats.stage_s["infer"] = self.stats.infer_s
-                    self.stats.inferred += int(work.inputs.shape[0])
-                    self.stats.batches += 1
-            self._put(q_out, work)
-        self._put(q_out, _END)
+            threads.put(q_out, work)
+        threads.put(q_out, END)
 
-    def _post(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any], source: FrameSource) -> None:
-        color = source.color
+    def _post(self, q_in: queue.Queue[Any], q_out: queue.Queue[Any]) -> None:
+        threads, color = self.threads, self.source.color
         last_labels: torch.Tensor | None = None
-        while (work := self._get(q_in)) is not _END:
+        while (work := threads.get(q_in)) is not END:
             started = time.perf_counter()
             inferred: list[SegResult] = []
             if work.raw is not None:
@@ -490,21 +366,23 @@ class Pipeline:
                     image = result.overlay
                 elif self.render == "mask":
                     image = self.seg.colorizer.colorize(result.mask, color)
-                item = FrameResult(index, original, self._emit(result), is_inferred, self._emit_one(image))
-                self._busy("postprocess", started)
-                self._put(q_out, item)
+                image = to_output(image, self.output)
+                item = FrameResult(index, original, self._emit(result), is_inferred, image)
+                threads.busy("postprocess", started)
+                threads.put(q_out, item)
                 started = time.perf_counter()
-        self._put(q_out, _END)
+        threads.put(q_out, END)
 
     def _deliver(
         self, q_in: queue.Queue[Any], q_out: queue.Queue[Any], sink: Callable[[FrameResult], None]
     ) -> None:
-        while (item := self._get(q_in)) is not _END:
+        threads = self.threads
+        while (item := threads.get(q_in)) is not END:
             started = time.perf_counter()
             sink(item)
-            self._busy("sink", started)
-            self._put(q_out, item)
-        self._put(q_out, _END)
+            threads.busy("sink", started)
+            threads.put(q_out, item)
+        threads.put(q_out, END)
 
     def _reuse(self, labels: torch.Tensor | None, frame: torch.Tensor, color: str) -> SegResult:
         if labels is None:  # cannot happen: the first valid frame is always inferred
@@ -517,19 +395,14 @@ class Pipeline:
             overlay = self.seg.colorizer.overlay(frame[None], labels[None], self.alpha, color)[0]
         return SegResult(mask=labels, overlay=overlay)
 
-    def _emit_one(self, t: torch.Tensor | None) -> Any:
-        if t is None or self.output == "torch":
-            return t
-        return t.cpu().numpy()
-
     def _emit(self, r: SegResult) -> SegResult:
+        out = self.output
         return SegResult(
-            mask=self._emit_one(r.mask),
-            logits=self._emit_one(r.logits),
-            probs=self._emit_one(r.probs),
-            overlay=self._emit_one(r.overlay),
+            mask=to_output(r.mask, out),
+            logits=to_output(r.logits, out),
+            probs=to_output(r.probs, out),
+            overlay=to_output(r.overlay, out),
         )
-
 
 def stream(
     segmenter: Segmenter,
@@ -573,17 +446,6 @@ def stream(
 def _select(frames: torch.Tensor, mask: list[bool]) -> torch.Tensor:
     """The frames whose mask entry is True (no copy when all are)."""
     return frames if all(mask) else frames[torch.tensor(mask)]
-
-
-def _lower_priority(increment: int) -> None:
-    """Lower the calling thread's scheduling priority by ``increment`` (Linux: nice is per thread)."""
-    if not sys.platform.startswith("linux"):
-        return
-    tid = threading.get_native_id()
-    try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(os.getpriority(os.PRIO_PROCESS, tid) + increment, 19))
-    except OSError as e:  # a sandbox may forbid it; the pipeline works the same, only slower
-        log.debug("could not lower the priority of %s: %s", threading.current_thread().name, e)
 
 
 def _frame_tensor(array: Any, device: torch.device) -> torch.Tensor:
