@@ -159,13 +159,24 @@ def test_stage_failure_propagates(seg: Segmenter, clip_frames: list[np.ndarray])
         Pipeline(seg).run(clip_frames, sink=sink)
 
 
+def test_one_stream_at_a_time_then_reusable(seg: Segmenter, clip_frames: list[np.ndarray]) -> None:
+    pipeline = Pipeline(seg)
+    results = pipeline.iterate(clip_frames)
+    assert next(results).index == 0
+    with pytest.raises(EdgesegError, match="a Pipeline runs one stream at a time"):
+        pipeline.run(clip_frames)
+    results.close()  # joins the first stream's threads
+    stats = pipeline.run(clip_frames[:5])
+    assert stats.frames_in == stats.frames_out == 5 and pipeline.stats is stats
+
+
 def test_stream_over_a_file(seg: Segmenter, clip: Path) -> None:
     masks = [r.mask for r in stream(seg, clip, batch=4, overlay=True)]
     assert len(masks) == 24 and masks[0].shape == (96, 128)
 
 
 def test_bad_pipeline_options(seg: Segmenter, tmp_path: Path) -> None:
-    with pytest.raises(EdgesegError):
+    with pytest.raises(EdgesegError, match=r"batch, every and queue_size must be >= 1, got 0, 1, 8"):
         Pipeline(seg, batch=0)
     with pytest.raises(EdgesegError, match="render"):
         Pipeline(seg, render="both")
