@@ -73,6 +73,11 @@ def _check_against_reference(device: str, dtype: torch.dtype, atol: float) -> No
                 )
 
 
+def _require_cuda_kernel() -> None:
+    # Without it the cuda tests would fail on dispatch with a message that does not say why.
+    assert has_kernel("cuda"), "edgeseg._C was built without its CUDA kernel (CPU-only torch at build time?)"
+
+
 def test_extension_is_built() -> None:
     # `make test` installs with the C++ op; everything below would otherwise test the fallback.
     assert extension_available(), f"edgeseg._C failed to load: {extension_error()}"
@@ -86,14 +91,14 @@ def test_fused_ddc_cpu() -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fused_ddc_cuda_fp32() -> None:
-    assert has_kernel("cuda"), "edgeseg._C was built without its CUDA kernel (CPU-only torch at build time?)"
+    _require_cuda_kernel()
     _check_against_reference("cuda", torch.float32, atol=1e-5)
 
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_fused_ddc_cuda_fp16() -> None:
-    assert has_kernel("cuda"), "edgeseg._C was built without its CUDA kernel (CPU-only torch at build time?)"
+    _require_cuda_kernel()
     # Inputs are rounded to FP16 before the reference sees them, so the error is the kernel's own:
     # FP32 accumulation, then one rounding of outputs below 16 (half an FP16 ulp there is 2**-8).
     _check_against_reference("cuda", torch.float16, atol=1e-2)
@@ -157,19 +162,42 @@ def test_cpu_kernel_is_fp32_only() -> None:
         torch.ops.edgeseg.fused_ddc.default(*args)
 
 
-@pytest.mark.parametrize("residual", [True, False])
-def test_opcheck(residual: bool) -> None:
+def _opcheck(device: str, residual: bool) -> None:
     # Schema, fake (meta) implementation, autograd registration, AOT dispatch (static and dynamic).
-    args = sample_inputs("cpu", (2, 3, 7, 10), (5, 7, 11, 13), residual=residual)
+    args = sample_inputs(device, (2, 3, 7, 10), (5, 7, 11, 13), residual=residual)
     torch.library.opcheck(torch.ops.edgeseg.fused_ddc.default, args)
 
 
-def test_backward_is_refused() -> None:
-    x, weight, dil, scale, shift, pooled, residual = sample_inputs("cpu", (1, 2, 5, 6), (1, 3, 5, 7))
+def _check_backward_refused(device: str) -> None:
+    x, weight, dil, scale, shift, pooled, residual = sample_inputs(device, (1, 2, 5, 6), (1, 3, 5, 7))
     x.requires_grad_(True)
     y = torch.ops.edgeseg.fused_ddc.default(x, weight, dil, scale, shift, pooled, residual)
     with pytest.raises(RuntimeError, match="inference-only"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_opcheck(residual: bool) -> None:
+    _opcheck("cpu", residual)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("residual", [True, False])
+def test_opcheck_cuda(residual: bool) -> None:
+    _require_cuda_kernel()
+    _opcheck("cuda", residual)
+
+
+def test_backward_is_refused() -> None:
+    _check_backward_refused("cpu")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_backward_is_refused_cuda() -> None:
+    _require_cuda_kernel()
+    _check_backward_refused("cuda")
 
 
 def test_fallback_to_reference_warns_once(monkeypatch: pytest.MonkeyPatch) -> None:
