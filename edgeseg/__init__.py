@@ -18,11 +18,13 @@ __all__ = ["EdgesegError", "Segmenter", "SegResult", "__version__", "build"]
 __version__ = "0.1.0"
 
 
-def build(model: str | None = None, *, reporter: Reporter | None = None, **options: Any) -> BuildResult:
+def build(model: Any = None, *, reporter: Reporter | None = None, **options: Any) -> BuildResult:
     """Build a model into a validated deployment folder: what ``edgeseg build`` does, from Python.
 
     Args:
-        model: a bundle path or a zoo preset name. Defaults to the shipped demo model.
+        model: a zoo preset name, an edgeseg bundle (``.pt``), a ``torch.export`` program
+            (``.pt2``), an FP32 ONNX file, or any ``torch.nn.Module`` (docs/your-own-model.md).
+            Defaults to the shipped demo model.
         reporter: receives progress (:class:`edgeseg.stages.Reporter`). Defaults to silent.
         **options: any :class:`edgeseg.stages.BuildOptions` field (``precision="int8"``,
             ``calib_data=...``, ``out_dir=...``).

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg.build_folder import REPORT_FILE, BuildArtifacts, folder_lock, read_report, write_report
+from edgeseg.build_folder import RAW_ONNX, REPORT_FILE, BuildArtifacts, folder_lock, read_report, write_report
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.metrics import CLASS_SHARE_MIN, against
@@ -233,6 +233,7 @@ def validate(
     report_name: str = REPORT_FILE,
     subsets: Mapping[str, Sequence[int]] | None = None,
     splits: Mapping[str, Any] | None = None,
+    reference: BaseRunner | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Compare every artifact of a build with the PyTorch reference; write ``report.json`` and a PNG.
@@ -258,6 +259,9 @@ def validate(
             ``num_images`` samples.
         splits: what to record as ``report["splits"]`` (sample names of every set, including
             the calibration images). Defaults to none.
+        reference: the FP32 reference as an inactive runner (a source that is no bundle: a
+            ``.pt2`` program, a module, an FP32 ONNX graph). Defaults to the ``checkpoint``; for a
+            build from an ONNX source, its FP32 ``model.onnx`` on ONNX Runtime.
         progress: show a progress bar on stderr. Defaults to True.
 
     Returns:
@@ -276,15 +280,23 @@ def validate(
     card = artifacts.card
     tolerances = tolerances or Tolerances()
     ckpt = Path(checkpoint) if checkpoint is not None else artifacts.checkpoint()
-    if ckpt is None:
-        raise EdgesegError(f"{root}: no PyTorch reference; build.json records no existing .pt bundle "
-                           "(pass --checkpoint)")
-    model, ref_card = load_model(ckpt)
-    # The input size may differ: a build can export the model at another size (--input), and the
-    # reference then runs at the build's size too (the images are preprocessed with its card).
-    if ref_card.num_classes != card.num_classes:
-        raise EdgesegError(f"{ckpt} ({ref_card.num_classes} classes) is not the model of {root} "
-                           f"({card.num_classes} classes)")
+    source_kind = ((artifacts.record.meta.get("source") or {}) if artifacts.record else {}).get("kind")
+    if reference is None and ckpt is None and source_kind == "onnx":
+        from edgeseg.runners.loader import runner_for
+
+        # An ONNX source's reference is the FP32 graph itself (adapted to the card's I/O).
+        reference = runner_for(artifacts.verify(root / RAW_ONNX), "fp32", name=f"onnxrt:{RAW_ONNX} (FP32)")
+    if reference is None:
+        if ckpt is None:
+            raise EdgesegError(f"{root}: no FP32 reference; build.json records no existing .pt bundle "
+                               "(pass --checkpoint)")
+        model, ref_card = load_model(ckpt)
+        # The input size may differ: a build can export the model at another size (--input), and
+        # the reference then runs at the build's size too (images are preprocessed with its card).
+        if ref_card.num_classes != card.num_classes:
+            raise EdgesegError(f"{ckpt} ({ref_card.num_classes} classes) is not the model of {root} "
+                               f"({card.num_classes} classes)")
+        reference = TorchRunner(model, name=f"torch:{ckpt.name}")
     candidates, skipped = find_candidates(artifacts, plugin_libs)
     if subsets is not None and "heldout" not in subsets:
         raise EdgesegError(f"validate: subsets must include 'heldout', got {sorted(subsets)}")
@@ -294,7 +306,6 @@ def validate(
     names = card.class_names or [str(i) for i in range(card.num_classes)]
     set_names = list(sets) if sets is not None else [_ALL]
 
-    reference = TorchRunner(model, name=f"torch:{ckpt.name}")
     reference_cms = {k: ConfusionMatrix(card.num_classes, card.ignore_index) for k in set_names}
     agreements = [{k: Agreement(card.num_classes, card.ignore_index) for k in set_names} for _ in candidates]
     errors: list[str | None] = [None] * len(candidates)
@@ -359,7 +370,8 @@ def validate(
     passed = bool(results) and all(r["passed"] for r in results)
     report: dict[str, Any] = {
         "build": str(root),
-        "reference": {"backend": "torch", "precision": "fp32", "artifact": str(ckpt),
+        "reference": {"backend": "onnxrt" if reference.name.startswith("onnxrt") else "torch",
+                      "precision": "fp32", "artifact": str(ckpt) if ckpt is not None else reference.name,
                       "miou": _round(ref.miou), "pa": _round(ref.pa),
                       "per_class_iou": _per_class(names, ref.iou)},
         "data": {"source": inputs.source, "ground_truth": "labels" if inputs.labelled else "reference",

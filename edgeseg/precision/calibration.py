@@ -34,6 +34,7 @@ __all__ = [
     "CalibrationSet",
     "Manifest",
     "dataset_length",
+    "load_image_files",
     "load_calibration_set",
     "load_validation_set",
     "validation_spec",
@@ -261,6 +262,30 @@ def _from_dataset(spec: str, transform: Any, size: int | None, progress: Progres
         items=[f"{spec}[{i}]" for i in indices],
         num_classes=dataset.num_classes,
     )
+
+
+def load_image_files(
+    folder: str | os.PathLike[str],
+    indices: Sequence[int],
+    *,
+    input_size: tuple[int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    progress: Progress | None = None,
+) -> CalibrationSet:
+    """The images at ``indices`` of a folder (in :func:`edgeseg.data.images.find_images` order).
+
+    Unlabelled: ``masks`` is None, and whoever scores them uses the reference's predictions.
+    """
+    from edgeseg.data.images import find_images
+    from edgeseg.data.transforms import EvalTransform
+
+    transform = EvalTransform(tuple(input_size), mean=tuple(mean), std=tuple(std))
+    files = find_images(Path(folder), strict=True)
+    picked = [files[i] for i in indices]
+    return CalibrationSet(images=_preprocess_files(picked, transform, progress),
+                          source=f"{folder} ({len(picked)} of {len(files)} images, a seeded draw)",
+                          items=[str(p) for p in picked])
 
 
 def dataset_length(spec: str) -> int:

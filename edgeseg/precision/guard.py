@@ -78,7 +78,7 @@ class Evaluation:
 
 
 class ReferenceEvaluator:
-    """Scores deployed graphs against the PyTorch FP32 model on one labelled validation set.
+    """Scores deployed graphs against the FP32 reference on one labelled image set.
 
     The reference predictions are computed once; each :meth:`evaluate` runs only the graph
     (ONNX Runtime, graph optimizations disabled) and compares the two with
@@ -86,38 +86,40 @@ class ReferenceEvaluator:
 
     Args:
         images: float32 ``(N, 3, H, W)`` preprocessed validation images.
-        masks: int64 ``(N, H, W)`` labels.
+        masks: int64 ``(N, H, W)`` labels, or None for unlabelled images.
         reference: int64 ``(N, H, W)`` class maps of the FP32 model.
         num_classes: number of classes.
         ignore_index: label excluded from mIoU. Defaults to 255.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, reference: np.ndarray, num_classes: int,
+    def __init__(self, images: np.ndarray, masks: np.ndarray | None, reference: np.ndarray, num_classes: int,
                  ignore_index: int = 255) -> None:
         self.images, self.masks, self.reference = images, masks, reference
         self.num_classes, self.ignore_index = num_classes, ignore_index
 
     @classmethod
-    def from_torch(cls, model: Any, images: np.ndarray, masks: np.ndarray, num_classes: int, *,
-                   ignore_index: int = 255, batch_size: int = 8,
-                   progress: Progress | None = None) -> ReferenceEvaluator:
-        """Run the FP32 PyTorch ``model`` once over the validation images."""
+    def from_runner(cls, runner: Any, images: np.ndarray, masks: np.ndarray | None, num_classes: int, *,
+                    ignore_index: int = 255, batch_size: int = 8,
+                    progress: Progress | None = None) -> ReferenceEvaluator:
+        """Run the FP32 reference (an inactive runner: PyTorch, or an FP32 ONNX graph) once."""
         from edgeseg.compare import infer
         from edgeseg.metrics import to_labels
-        from edgeseg.runners.torch import TorchRunner
 
-        with TorchRunner(model) as runner:
+        with runner:
             logits = infer(runner, images, batch_size=batch_size, progress=progress)
         return cls(images, masks, to_labels(logits).numpy(), num_classes, ignore_index)
 
     def evaluate(self, onnx_path: str | os.PathLike[str], progress: Progress | None = None) -> Evaluation:
         """mIoU and pixel agreement of the graph at ``onnx_path`` against the reference."""
         from edgeseg.compare import compare_outputs, infer
-        from edgeseg.runners.onnxrt import OnnxrtRunner
+        from edgeseg.runners.loader import runner_for
 
-        with OnnxrtRunner(onnx_path, graph_optimization="disabled") as runner:
+        # Opened like every artifact (runners.loader), so the guard judges as validation does.
+        with runner_for(onnx_path) as runner:
             outputs = infer(runner, self.images, progress=progress)
-        m = compare_outputs(self.reference, outputs, num_classes=self.num_classes, targets=self.masks,
+        # Without labels the reference's own predictions are the targets: mIoU then measures agreement.
+        targets = self.masks if self.masks is not None else self.reference
+        m = compare_outputs(self.reference, outputs, num_classes=self.num_classes, targets=targets,
                             ignore_index=self.ignore_index)
         assert m.reference is not None and m.other is not None  # targets were given
         return Evaluation(miou=m.other.miou, reference_miou=m.reference.miou,

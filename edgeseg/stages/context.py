@@ -52,14 +52,15 @@ class Reporter:
 
 @dataclass(frozen=True)
 class Splits:
-    """The labelled images a build judges on, drawn disjoint and seeded from one dataset.
+    """The images a build judges on, drawn disjoint and seeded from one source.
 
     Attributes:
-        spec: the dataset (``KIND:ROOT[:split]``).
+        spec: the labelled dataset (``KIND:ROOT[:split]``), or a folder of unlabelled images.
         tuning: sample indices the accuracy guard tunes the INT8 graph on.
         heldout: sample indices the validation judges the deployed graph on (never tuned on).
-        calibration: sample indices of the calibration set when it comes from the same dataset
+        calibration: sample indices of the calibration set when it comes from the same source
             (empty when calibration has a source of its own).
+        labelled: False for a folder of images: the reference's predictions stand in for labels.
         seed: the draw's seed.
     """
 
@@ -67,6 +68,7 @@ class Splits:
     tuning: list[int]
     heldout: list[int]
     calibration: list[int]
+    labelled: bool = True
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -74,8 +76,9 @@ class Splits:
         def names(ids: list[int]) -> list[str]:
             return [f"{self.spec}[{i}]" for i in ids]
 
-        return {"source": self.spec, "seed": self.seed, "tuning": names(self.tuning),
-                "heldout": names(self.heldout), "calibration": names(self.calibration)}
+        return {"source": self.spec, "labelled": self.labelled, "seed": self.seed,
+                "tuning": names(self.tuning), "heldout": names(self.heldout),
+                "calibration": names(self.calibration)}
 
 
 @dataclass
@@ -229,7 +232,7 @@ class BuildContext:
 
     def calibration_set(self, required: bool) -> Any:
         """The preprocessed calibration images (loaded once), or None when there are none."""
-        from edgeseg.precision.calibration import load_calibration_set, load_validation_set
+        from edgeseg.precision.calibration import load_calibration_set, load_image_files, load_validation_set
 
         if self._calibration is not None:
             return self._calibration
@@ -242,7 +245,11 @@ class BuildContext:
         card = self.need_card()
         splits = self.splits()
         with self.reporter.task("loading calibration images", self.options.calib_size) as progress:
-            if splits is not None and splits.calibration:
+            if splits is not None and splits.calibration and not splits.labelled:
+                self._calibration = load_image_files(
+                    splits.spec, splits.calibration, input_size=tuple(card.input_size),  # type: ignore[arg-type]
+                    mean=card.mean, std=card.std, progress=progress)
+            elif splits is not None and splits.calibration:
                 # Calibration shares its source with validation: its draw is disjoint from both sets.
                 self._calibration = load_validation_set(
                     splits.spec, input_size=tuple(card.input_size), mean=card.mean,  # type: ignore[arg-type]
@@ -262,7 +269,7 @@ class BuildContext:
             return self._splits
         spec, size = self.validation_data()
         if spec is None:
-            return None
+            return self._image_folder_splits(size)
         spec = validation_spec(spec)
         calib = self.calibration_spec()
         shared = calib is not None and self.precision is Precision.INT8 and calib == spec
@@ -278,9 +285,34 @@ class BuildContext:
                                + ": the verdict rests on few images (give more, or a separate --val-data)")
         return self._splits
 
+    def _image_folder_splits(self, size: int) -> Splits | None:
+        """Without labelled data, a plain folder of calibration images is split three ways."""
+        from edgeseg.data.images import find_images
+        from edgeseg.data.splits import split_indices
+        from edgeseg.precision.calibration import resolve_manifest
+
+        folder = self.calibration_spec()
+        if folder is None or not Path(folder).is_dir() or resolve_manifest(folder) is not None:
+            return None
+        n = len(find_images(Path(folder), strict=True))
+        wanted = {"heldout": size, "tuning": size, "calibration": self.options.calib_size}
+        if n < sum(wanted.values()):
+            # Few images: a quarter each to judge and to tune on, the rest to calibrate.
+            quarter = max(1, n // 4)
+            wanted = {"heldout": quarter, "tuning": quarter, "calibration": max(1, n - 2 * quarter)}
+        if n < 3:
+            raise EdgesegError(f"--calib-data {folder}: {n} image(s); without labelled --val-data the "
+                               "build needs at least 3 to calibrate, tune and judge on different images")
+        drawn = split_indices(n, wanted)
+        self._splits = Splits(folder, drawn["tuning"], drawn["heldout"], drawn["calibration"], labelled=False)
+        self.reporter.note(f"no labelled validation data: {folder} split into {len(drawn['calibration'])} "
+                           f"calibration, {len(drawn['tuning'])} tuning and {len(drawn['heldout'])} held-out "
+                           "images; accuracy is agreement with the FP32 reference (no labels used)")
+        return self._splits
+
     def validation_set(self) -> Any:
-        """The guard's tuning images (loaded once), or None without labelled data."""
-        from edgeseg.precision.calibration import load_validation_set
+        """The guard's tuning images (loaded once): with labels, or alone (masks None)."""
+        from edgeseg.precision.calibration import load_image_files, load_validation_set
 
         if self._validation is not None:
             return self._validation
@@ -289,9 +321,14 @@ class BuildContext:
             return None
         card = self.need_card()
         with self.reporter.task("loading tuning images", len(splits.tuning)) as progress:
-            self._validation = load_validation_set(splits.spec, input_size=tuple(card.input_size),  # type: ignore[arg-type]
-                                                   mean=card.mean, std=card.std, indices=splits.tuning,
-                                                   progress=progress)
+            if splits.labelled:
+                self._validation = load_validation_set(
+                    splits.spec, input_size=tuple(card.input_size), mean=card.mean,  # type: ignore[arg-type]
+                    std=card.std, indices=splits.tuning, progress=progress)
+            else:
+                self._validation = load_image_files(
+                    splits.spec, splits.tuning, input_size=tuple(card.input_size),  # type: ignore[arg-type]
+                    mean=card.mean, std=card.std, progress=progress)
         return self._validation
 
     def int8_agreement_gate(self) -> float:

@@ -55,6 +55,14 @@ class FromOnnxStage(Stage):
             write_json(ctx.path(CARD_FILE), card.to_dict())
             deploy = ctx.path(onnx_name(ctx.precision))
             save_onnx(model, deploy)
+        import onnx
+
+        from edgeseg.sources import check_graph_against_card
+
+        # Its input and output must be what the card says; what cannot be checked is said.
+        inferred = onnx.shape_inference.infer_shapes(model)
+        for line in check_graph_against_card(inferred, ctx.need_card(), str(src)):
+            ctx.reporter.note(f"--from-onnx: not checked: {line}")
         ctx.deploy = deploy
         return Outcome({"onnx": deploy, "card": ctx.path(CARD_FILE)},
                        detail=f"{deploy.name} ({ctx.precision})")
@@ -179,11 +187,22 @@ class ValidateStage(Stage):
         from edgeseg.validate import validate
 
         checkpoint = ctx.checkpoint()
+        reference = None
         if checkpoint is None:
-            reason = "no PyTorch reference (build.json records no checkpoint that exists here)"
+            if ctx.source is None:
+                reason = ("no FP32 reference here: a --from-onnx graph travels without its source model "
+                          "(validate it where the source is, or pass the source with --model)")
+                ctx.report = {"engine": ctx.engine}
+                return Outcome(status="skipped", reason=reason, detail=reason)
+            # A source that is no bundle (.pt2, module, FP32 ONNX) is its own reference.
+            reference = ctx.reference_runner()
+        data, size = self._data(ctx)
+        if data is None and ctx.splits() is None and not ctx.need_card().dataset:
+            # Said in the summary and recorded as skipped, never passed silently.
+            reason = ("no images to validate on: pass --val-data KIND:ROOT[:split] (labelled) or "
+                      "--calib-data DIR (images; split into calibration, tuning and held-out)")
             ctx.report = {"engine": ctx.engine}
             return Outcome(status="skipped", reason=reason, detail=reason)
-        data, size = self._data(ctx)
         plugin_libs = ([ctx.plugin_library()] if ctx.options.plugin and ctx.engine.get("status") == "built"
                        else [])
         splits = ctx.splits()
@@ -194,13 +213,14 @@ class ValidateStage(Stage):
             record = splits.to_dict()
             if not splits.calibration and calibration is not None:
                 record["calibration"] = list(calibration.items)
-            kwargs = {"data": splits.spec, "subsets": {"tuning": splits.tuning, "heldout": splits.heldout},
+            source = "data" if splits.labelled else "images"
+            kwargs = {source: splits.spec, "subsets": {"tuning": splits.tuning, "heldout": splits.heldout},
                       "splits": record}
         else:
             kwargs = {"data": data, "num_images": size}
-        ctx.report = validate(ctx.folder, checkpoint=checkpoint, tolerances=self._tolerances(ctx),
-                              engine=ctx.engine, plugin_libs=plugin_libs, progress=ctx.reporter.show_progress,
-                              **kwargs)
+        ctx.report = validate(ctx.folder, checkpoint=checkpoint, reference=reference,
+                              tolerances=self._tolerances(ctx), engine=ctx.engine, plugin_libs=plugin_libs,
+                              progress=ctx.reporter.show_progress, **kwargs)
         self._judge(ctx)
         return Outcome({"report": ctx.path(REPORT_FILE)}, results={"passed": ctx.report.get("passed")},
                        detail=f"{REPORT_FILE}: {'passed' if ctx.report.get('passed') else 'FAILED'}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,10 @@ class QuantizeStage(Stage):
         guard = results["accuracy_guard"]
         if guard.get("status") == "skipped":
             detail = f"{path.name}: accuracy guard skipped ({guard['reason']})"
+        elif not guard["labels"]:
+            detail = (f"{path.name}: pixel agreement {guard['pixel_agreement']:.2f}% with the FP32 reference "
+                      f"(gate {guard['min_pixel_agreement']}%, no labels), "
+                      f"{len(guard['excluded_layers'])} layers kept in higher precision")
         else:
             detail = (f"{path.name}: mIoU drop {guard['miou_drop']:.2f} (budget {guard['max_miou_drop']}), "
                       f"pixel agreement {guard['pixel_agreement']:.2f}% "
@@ -200,11 +205,10 @@ class QuantizeStage(Stage):
         if validation.num_classes is not None and validation.num_classes != card.num_classes:
             raise EdgesegError(f"validation data has {validation.num_classes} classes but the model has "
                                f"{card.num_classes}")
-        model, _ = ctx.model()
-        with ctx.reporter.task("FP32 reference on validation images", len(validation)) as progress:
-            evaluator = ReferenceEvaluator.from_torch(model, validation.images, validation.masks,
-                                                      card.num_classes, ignore_index=card.ignore_index,
-                                                      progress=progress)
+        with ctx.reporter.task("FP32 reference on tuning images", len(validation)) as progress:
+            evaluator = ReferenceEvaluator.from_runner(ctx.reference_runner(), validation.images,
+                                                       validation.masks, card.num_classes,
+                                                       ignore_index=card.ignore_index, progress=progress)
 
         def evaluate(onnx_path: Path) -> Any:
             with ctx.reporter.task("evaluating INT8 graph (ONNX Runtime, no graph optimizations)",
@@ -219,9 +223,12 @@ class QuantizeStage(Stage):
             ctx.reporter.note(f"accuracy guard: {step['excluded']} layer(s) excluded → mIoU drop "
                               f"{step['miou_drop']:.2f}, pixel agreement {step['pixel_agreement']:.2f}%")
 
-        guard = run_accuracy_guard(budget=ctx.options.max_miou_drop, min_agreement=ctx.int8_agreement_gate(),
+        # Without labels only the agreement with the FP32 reference can be held to a gate.
+        budget = ctx.options.max_miou_drop if validation.masks is not None else math.inf
+        guard = run_accuracy_guard(budget=budget, min_agreement=ctx.int8_agreement_gate(),
                                    quantize=quantize, evaluate=evaluate, rank=rank, on_step=on_step)
         scopes = module_scopes(load_onnx(ctx.path(RAW_ONNX)))
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
+                                           "labels": validation.masks is not None,
                                            **guard.to_dict(),
                                            "excluded_modules": [scopes.get(n, "") for n in guard.excluded]}}

@@ -400,3 +400,28 @@ def test_input_size_other_than_the_cards_builds_and_validates(workspace: dict[st
     assert read_json(result.folder / "card.json")["input_size"] == [32, 48]
     report = read_json(result.folder / "report.json")
     assert report["passed"] and all(c["passed"] for c in report["candidates"])
+
+
+@NO_TRT
+def test_unlabelled_images_are_split_three_ways_and_judged_by_agreement(workspace: dict[str, Path],
+                                                                        tmp_path: Path) -> None:
+    from edgeseg.checkpoint import load_model, save_model
+
+    images = tmp_path / "photos"
+    shutil.copytree(workspace["cal"] / "images", images)  # images only: no masks, no classes file
+    model, card = load_model(workspace["bundle"])
+    card.dataset = ""  # a user's model: no dataset to fall back on
+    save_model(tmp_path / "mine.pt", model, card)
+    reporter = RecordingReporter()
+    options = BuildOptions(model=str(tmp_path / "mine.pt"), out_dir=tmp_path / "engines", precision="int8",
+                           calib_data=str(images), min_agreement=0.0)
+    result = Build(options, reporter).run()
+    report = read_json(result.folder / "report.json")
+    splits = report["splits"]
+    assert splits["labelled"] is False and splits["source"] == str(images)
+    sets = [set(splits[k]) for k in ("calibration", "tuning", "heldout")]
+    assert all(sets) and not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert report["data"]["ground_truth"] == "reference" and report["data"]["judged_on"] == "heldout"
+    guard = read_json(result.folder / "build.json")["stages"]["quantize"]["results"]["accuracy_guard"]
+    assert guard["labels"] is False and guard["max_miou_drop"] is None  # no mIoU budget without labels
+    assert any("no labels used" in n for n in reporter.notes)
