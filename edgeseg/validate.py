@@ -234,6 +234,7 @@ def validate(
     subsets: Mapping[str, Sequence[int]] | None = None,
     splits: Mapping[str, Any] | None = None,
     reference: BaseRunner | None = None,
+    notes: Sequence[str] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
     """Compare every artifact of a build with the PyTorch reference; write ``report.json`` and a PNG.
@@ -262,6 +263,7 @@ def validate(
         reference: the FP32 reference as an inactive runner (a source that is no bundle: a
             ``.pt2`` program, a module, an FP32 ONNX graph). Defaults to the ``checkpoint``; for a
             build from an ONNX source, its FP32 ``model.onnx`` on ONNX Runtime.
+        notes: lines the report carries under ``notes`` (what the build skipped on purpose).
         progress: show a progress bar on stderr. Defaults to True.
 
     Returns:
@@ -381,6 +383,7 @@ def validate(
                             "runs them"),
         "splits": dict(splits) if splits is not None else None,
         "num_images": len(sets[judged]) if sets is not None else inputs.total,
+        "notes": list(notes),
         "tolerances": asdict(tolerances),
         "candidates": results,
         "skipped": skipped,

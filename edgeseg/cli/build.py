@@ -171,6 +171,9 @@ def register(app: typer.Typer) -> None:
         calib_method: str = typer.Option("max", "--calib-method", help="max, entropy or percentile."),
         int8_high_precision: str = typer.Option(
             "fp16", "--int8-high-precision", help="Non-quantized ops of the INT8 graph: fp16 or fp32."),
+        guard: bool = typer.Option(
+            True, "--guard/--no-guard", help="INT8 accuracy guard (keeps the most sensitive layers out of "
+            "INT8 until the gates hold). --no-guard skips it on purpose; the report says so."),
         max_miou_drop: float = typer.Option(
             1.0, "--max-miou-drop", help="Accuracy guard: largest INT8 mIoU drop (points) allowed; the guard "
                                          "also holds INT8 to the --min-agreement gate."),
@@ -218,7 +221,8 @@ def register(app: typer.Typer) -> None:
             num_classes=num_classes, classes=classes, overrides=parse_sets(sets), output_name=output_name,
             shapes=parse_batch_profile(shapes), opset=opset, output=output,
             calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
-            int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, val_data=val_data,
+            int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, guard=guard,
+            val_data=val_data,
             val_size=val_size, min_agreement=min_agreement, from_onnx=from_onnx,
             require_engine=require_engine, workspace=workspace, dla_core=dla_core,
             timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib, rerun=tuple(rerun),

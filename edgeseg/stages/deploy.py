@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg._io import write_json
-from edgeseg.build_folder import CARD_FILE, REPORT_FILE, engine_name, read_report
+from edgeseg.build_folder import CARD_FILE, REPORT_FILE, Precision, engine_name, read_report
 from edgeseg.checkpoint import ModelCard, load_card
 from edgeseg.errors import AccuracyGateError, EdgesegError
 from edgeseg.stages.base import Outcome, Stage
@@ -218,6 +218,9 @@ class ValidateStage(Stage):
                       "splits": record}
         else:
             kwargs = {"data": data, "num_images": size}
+        if ctx.precision is Precision.INT8 and not ctx.options.guard and ctx.source is not None:
+            kwargs["notes"] = ["--no-guard: the INT8 accuracy guard was skipped on purpose; every layer the "
+                               "placement chose is INT8"]
         ctx.report = validate(ctx.folder, checkpoint=checkpoint, reference=reference,
                               tolerances=self._tolerances(ctx), engine=ctx.engine, plugin_libs=plugin_libs,
                               progress=ctx.reporter.show_progress, **kwargs)

@@ -13,6 +13,7 @@ from typing import Any
 from edgeseg._io import sha256_file, write_json
 from edgeseg.build_folder import CARD_FILE, RAW_ONNX, SIM_ONNX
 from edgeseg.checkpoint import load_card
+from edgeseg.errors import EdgesegError
 from edgeseg.stages.base import Outcome, Stage
 from edgeseg.stages.context import BuildContext
 
@@ -40,6 +41,32 @@ def _source_options(ctx: BuildContext) -> dict[str, Any]:
     return {"model": source.ref if source else None, **spec, "module_sha256": digest, **contents}
 
 
+def _check_input_size(model: Any, size: tuple[int, int]) -> None:
+    """Refuse, in the first stage, an input size the network cannot take (not after calibration).
+
+    The network runs once on the ``meta`` device: shapes only, no memory and no arithmetic, so this
+    costs milliseconds even at 1024x2048. Layers without a meta kernel make it inconclusive, and
+    then the export finds out.
+    """
+    import copy
+
+    import torch
+
+    h, w = size
+    try:
+        meta = copy.deepcopy(model).to("meta")
+    except (RuntimeError, NotImplementedError, TypeError):
+        return
+    try:
+        with torch.no_grad():
+            meta(torch.empty(1, 3, h, w, device="meta"))
+    except NotImplementedError:
+        return
+    except (RuntimeError, ValueError, IndexError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EdgesegError(f"--input {h}x{w}: the model cannot take this input size ({first})") from None
+
+
 class CardStage(Stage):
     """The model card (preprocessing, classes, input size) from the source, ``--card`` and the flags."""
 
@@ -58,6 +85,8 @@ class CardStage(Stage):
     def run(self, ctx: BuildContext) -> Outcome:
         loaded = ctx.loaded()
         card = loaded.card
+        if loaded.model is not None:
+            _check_input_size(loaded.model, tuple(card.input_size))
         path = ctx.path(CARD_FILE)
         write_json(path, card.to_dict())
         ctx.card = card

@@ -74,6 +74,8 @@ class BuildOptions:
         calib_method: ``max``, ``entropy`` or ``percentile``. Defaults to max.
         int8_high_precision: dtype of the non-quantized ops of the INT8 graph. Defaults to fp16.
         max_miou_drop: accuracy guard budget in mIoU points. Defaults to 1.0.
+        guard: run the INT8 accuracy guard. False quantizes every layer the placement chooses and
+            skips the guard on purpose (the report says so). Defaults to True.
         val_data: labelled validation set. Defaults to the manifest's ``val_data`` or the card's
             dataset (val split).
         val_size: validation images. Defaults to 64.
@@ -119,6 +121,7 @@ class BuildOptions:
     calib_method: str = "max"
     int8_high_precision: str = "fp16"
     max_miou_drop: float = 1.0
+    guard: bool = True
     val_data: str | None = None
     val_size: int = 64
     min_agreement: float | None = None

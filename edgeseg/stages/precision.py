@@ -147,7 +147,7 @@ class QuantizeStage(Stage):
 
     def options(self, ctx: BuildContext) -> dict[str, Any]:
         validation = ctx.validation_set()
-        return {"high_precision_dtype": ctx.options.int8_high_precision,
+        return {"high_precision_dtype": ctx.options.int8_high_precision, "guard": ctx.options.guard,
                 "max_miou_drop": ctx.options.max_miou_drop, "min_agreement": ctx.int8_agreement_gate(),
                 "validation_set": validation.sha256 if validation is not None else None}
 
@@ -197,6 +197,11 @@ class QuantizeStage(Stage):
                         high_precision_dtype=hp)
             return path
 
+        if not ctx.options.guard:
+            quantize([])
+            ctx.reporter.note("accuracy guard skipped on purpose (--no-guard): every layer the placement "
+                              "chose is INT8; the held-out validation still judges the graph")
+            return {**last, "accuracy_guard": {"status": "skipped", "reason": "--no-guard (on purpose)"}}
         if validation is None:
             quantize([])
             ctx.reporter.note("accuracy guard skipped: no labelled validation data (pass --val-data)")

@@ -425,3 +425,32 @@ def test_unlabelled_images_are_split_three_ways_and_judged_by_agreement(workspac
     guard = read_json(result.folder / "build.json")["stages"]["quantize"]["results"]["accuracy_guard"]
     assert guard["labels"] is False and guard["max_miou_drop"] is None  # no mIoU budget without labels
     assert any("no labels used" in n for n in reporter.notes)
+
+
+@NO_TRT
+def test_no_guard_skips_the_guard_on_purpose_and_says_so(int8_build: tuple, workspace: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    import edgeseg.precision.guard as guard
+
+    result, _ = int8_build
+    _copy_without_int8(result, tmp_path)
+    calls: list = []
+    original = guard.run_accuracy_guard
+    guard.run_accuracy_guard = lambda *a, **k: calls.append(a) or original(*a, **k)  # type: ignore[assignment]
+    try:
+        Build(_options(workspace, precision="int8", out_dir=tmp_path / "engines", guard=False)).run()
+    finally:
+        guard.run_accuracy_guard = original  # type: ignore[assignment]
+    folder = tmp_path / "engines" / "tiny"
+    assert calls == []
+    quantize = read_json(folder / "build.json")["stages"]["quantize"]
+    assert quantize["results"]["accuracy_guard"] == {"status": "skipped", "reason": "--no-guard (on purpose)"}
+    assert any("--no-guard" in n for n in read_json(folder / "report.json")["notes"])
+
+
+def test_an_input_size_the_model_cannot_take_fails_in_the_card_stage(tmp_path: Path) -> None:
+    # FCN on VGG pools five times: 20x20 leaves nothing for the 7x7 fc6. Refused before any export.
+    with pytest.raises(EdgesegError, match=r"--input 20x20: the model cannot take this input size"):
+        Build(BuildOptions(model="fcn8s_vgg16", num_classes=3, input_size=(20, 20), out_dir=tmp_path,
+                           precision="int8")).run()
+    assert not list(tmp_path.rglob("model.onnx"))
