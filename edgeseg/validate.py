@@ -314,6 +314,7 @@ def validate(
     times: list[list[float]] = [[] for _ in candidates]
     grid_rows: list[Any] = []
     active: list[BaseRunner | None] = []
+    sampled: list[np.ndarray] = []  # a few inputs, for the preprocessing-contract check
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(reference)
@@ -330,6 +331,8 @@ def validate(
                 else:
                     errors[i] = str(e)
         for index, x, mask in _progress(inputs, progress):
+            if len(sampled) < 8:
+                sampled.append(x.numpy())
             member = [k for k in set_names if sets is None or index in sets[k]]
             batch = x[None].numpy()
             ref_out = infer(reference, batch)
@@ -384,6 +387,7 @@ def validate(
         "splits": dict(splits) if splits is not None else None,
         "num_images": len(sets[judged]) if sets is not None else inputs.total,
         "notes": list(notes),
+        "warnings": _contract(artifacts, card, sampled, inputs.source),
         "tolerances": asdict(tolerances),
         "candidates": results,
         "skipped": skipped,
@@ -468,6 +472,18 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
         "warnings": warnings,
     })
     return result
+
+
+def _contract(artifacts: BuildArtifacts, card: ModelCard, sampled: list[np.ndarray],
+              source: str) -> list[str]:
+    """Do the validation images look like the calibration images (channel order, value range)?"""
+    from edgeseg.data.stats import PixelStats, contract_warnings
+
+    expected = artifacts.record.meta.get("input_stats") if artifacts.record else None
+    if not expected or not sampled:
+        return []
+    seen = PixelStats.from_normalised(np.stack(sampled), card.mean, card.std)
+    return contract_warnings(seen, PixelStats.from_dict(expected), f"the images of {source}")
 
 
 def recorded_heldout(build_dir: str | os.PathLike[str]) -> tuple[str, list[int]]:

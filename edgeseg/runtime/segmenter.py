@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from edgeseg.build_folder import BUILD_FILE, BuildRecord
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError
 from edgeseg.runners.base import BaseRunner, TensorMeta
@@ -75,6 +78,9 @@ class Segmenter:
         max_batch: most frames sent to the backend at once when its batch dimension is dynamic.
             Defaults to no limit (a static batch dimension always wins).
         info: descriptive fields (backend, precision, source file, skipped backends) for reports.
+        input_stats: the calibration images' pixel statistics (build.json ``input_stats``); the
+            first frames are compared with them and a mismatch (BGR frames, 0..1 values) is
+            warned about once. Defaults to none (no check).
     """
 
     def __init__(
@@ -85,8 +91,10 @@ class Segmenter:
         device: str | torch.device = "cpu",
         max_batch: int | None = None,
         info: dict[str, Any] | None = None,
+        input_stats: dict[str, Any] | None = None,
     ) -> None:
         self.runner = runner
+        self._expected = input_stats
         self.card = card
         self.device = torch.device(device)
         self.info: dict[str, Any] = dict(info or {})
@@ -148,8 +156,12 @@ class Segmenter:
             "source": str(opened.source),
             "skipped": opened.skipped,
         }
+        folder = Path(path) if Path(path).is_dir() else Path(path).parent
+        record = BuildRecord(folder) if (folder / BUILD_FILE).is_file() else None
+        stats = record.meta.get("input_stats") if record is not None else None
         try:
-            return cls(opened.runner, opened.card, device=opened.device, max_batch=max_batch, info=info)
+            return cls(opened.runner, opened.card, device=opened.device, max_batch=max_batch, info=info,
+                       input_stats=stats)
         except BaseException:
             opened.runner.deactivate()
             raise
@@ -174,6 +186,9 @@ class Segmenter:
     def preprocess(self, frames: torch.Tensor, color: str = "rgb") -> torch.Tensor:
         """``(N, H, W, 3)`` uint8 frames on :attr:`device` → ``(N, 3, h, w)`` network input."""
         _check_color(color)
+        if self._expected is not None:  # once, on the first frames
+            _warn_contract(frames, color, self._expected)
+            self._expected = None
         return self._pre(frames, color)
 
     def infer(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -314,6 +329,16 @@ def _model_output(out: dict[str, Any], runner_name: str) -> Any:
             raise EdgesegError(f"{runner_name}: expected output 'logits' or 'labels', got {sorted(out)}")
         value = next(iter(out.values()))
     return value
+
+
+def _warn_contract(frames: torch.Tensor, color: str, expected: dict[str, Any]) -> None:
+    """Warn when frames break the card's preprocessing contract (BGR frames, 0..1 values)."""
+    from edgeseg.data.stats import PixelStats, contract_warnings
+
+    rgb = frames.flip(-1) if color == "bgr" else frames
+    seen = PixelStats.from_frames(rgb[:8])
+    for line in contract_warnings(seen, PixelStats.from_dict(expected), "the frames"):
+        warnings.warn(line, stacklevel=4)
 
 
 def _check_color(color: str) -> None:

@@ -258,6 +258,11 @@ class BuildContext:
                 self._calibration = load_calibration_set(
                     spec, input_size=tuple(card.input_size), mean=card.mean,  # type: ignore[arg-type]
                     std=card.std, size=self.options.calib_size, progress=progress)
+        from edgeseg.data.stats import PixelStats
+
+        # The preprocessing contract later frames are checked against (runtime, validate).
+        stats = PixelStats.from_normalised(self._calibration.images, card.mean, card.std)
+        self.record.meta["input_stats"] = stats.to_dict()
         return self._calibration
 
     def splits(self) -> Splits | None:

@@ -454,3 +454,31 @@ def test_an_input_size_the_model_cannot_take_fails_in_the_card_stage(tmp_path: P
         Build(BuildOptions(model="fcn8s_vgg16", num_classes=3, input_size=(20, 20), out_dir=tmp_path,
                            precision="int8")).run()
     assert not list(tmp_path.rglob("model.onnx"))
+
+
+@NO_TRT
+def test_the_runtime_warns_about_bgr_frames(int8_build: tuple, tmp_path: Path) -> None:
+    import warnings
+
+    import numpy as np
+
+    from edgeseg import Segmenter
+
+    result, _ = int8_build
+    stats = read_json(result.folder / "build.json")["input_stats"]
+    assert len(stats["mean_rgb"]) == 3 and stats["max"] > 2  # recorded from the calibration images
+    # The synthetic set has no colour cast (red ~ blue); a street scene has one (blue sky):
+    folder = Path(shutil.copytree(result.folder, tmp_path / "street"))
+    record = BuildRecord(folder)
+    record.meta["input_stats"] = {"mean_rgb": [80.0, 90.0, 120.0], "max": 255.0}
+    record.save()
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[..., 0] = 150  # red above blue: a blue-cast scene fed as BGR
+    frame[..., 2] = 60
+    with Segmenter.load(folder, backend="onnxruntime", precision="fp32") as seg, \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seg(frame)
+        seg(frame)  # warned once, not per frame
+    lines = [str(w.message) for w in caught if "look BGR" in str(w.message)]
+    assert len(lines) == 1
