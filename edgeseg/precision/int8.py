@@ -13,8 +13,10 @@ Calibration is split from placement so that it runs once:
    (:func:`write_calibration_cache`; text, one ``tensor: <big-endian float32 hex>`` per line), the
    format TensorRT tools and modelopt (``calibration_cache_path``) both read;
 3. :func:`quantize_int8` lets modelopt place Q/DQ and then takes every activation scale from the
-   cache. modelopt still runs its own calibration pass, on one image only, to find the tensors
-   to quantize; those throw-away scales are all overwritten from the cache. Like modelopt's own
+   cache. modelopt's own calibration pass is handed the cached ranges instead of running
+   (:func:`_cached_calibration`): run, it appends a ReduceMin/ReduceMax pair per tensor at the
+   end of the graph, which keeps every activation alive until the end (10 GiB for one 1024x2048
+   image through a ResNet-50), only to compute scales that are overwritten from the cache. Like modelopt's own
    calibration, the inputs and output of each Concat share one range (the largest), so TensorRT
    can drop the requantization around the concat (:func:`share_concat_ranges`).
 
@@ -27,12 +29,14 @@ disabled: its CPU fusions rewrite Q/DQ + fp16 chains and change the numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import struct
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +149,42 @@ def share_concat_ranges(model: Any, amax: dict[str, float]) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def _cached_calibration(amax: dict[str, float]) -> Iterator[None]:
+    """Make modelopt's MinMax calibrator report ``amax`` (as ``[-amax, amax]``) without running.
+
+    modelopt installs its calibrator factory (``ort_patching._create_calibrator_with_extra_options``)
+    into ONNX Runtime on every ``quantize`` call; for the block that factory is wrapped, and ONNX
+    Runtime's is restored after. A calibrator that asks for a tensor ``amax`` lacks runs as before.
+    """
+    from modelopt.onnx.quantization import ort_patching
+    from onnxruntime.quantization import calibrate
+
+    factory, installed = ort_patching._create_calibrator_with_extra_options, calibrate.create_calibrator
+
+    def cached(*args: Any, **kwargs: Any) -> Any:
+        calibrator = factory(*args, **kwargs)
+        if not isinstance(calibrator, calibrate.MinMaxCalibrater):
+            return calibrator
+        # The augmented graph's extra outputs are "<tensor>_ReduceMin", "<tensor>_ReduceMax" pairs.
+        added = calibrator.infer_session.get_outputs()[calibrator.num_model_outputs::2]
+        names = [o.name.rpartition("_")[0] for o in added]
+        if not all(n in amax for n in names):
+            return calibrator
+        ranges = calibrate.TensorsData(calibrate.CalibrationMethod.MinMax, {
+            n: (np.array(-amax[n], np.float32), np.array(amax[n], np.float32)) for n in names})
+        calibrator.collect_data = lambda data_reader: None
+        calibrator.compute_data = lambda: ranges
+        return calibrator
+
+    ort_patching._create_calibrator_with_extra_options = cached
+    try:
+        yield
+    finally:
+        ort_patching._create_calibrator_with_extra_options = factory
+        calibrate.create_calibrator = installed
+
+
 def quantized_nodes(model: Any) -> list[str]:
     """Names of the compute nodes fed by a DequantizeLinear of an activation (the INT8 layers)."""
     from edgeseg.export._graph import GraphIndex
@@ -203,26 +243,28 @@ def quantize_int8(
         shutil.copyfile(src, work)
         out = os.path.join(tmp, "model.int8.onnx")
         cache = os.path.join(tmp, "grouped.cache")
-        write_calibration_cache(cache, share_concat_ranges(source, read_calibration_cache(calibration_cache)))
+        amax = share_concat_ranges(source, read_calibration_cache(calibration_cache))
+        write_calibration_cache(cache, amax)
         from modelopt.onnx.quantization import quantize
 
-        try:
-            quantize(
-                onnx_path=work,
-                quantize_mode="int8",
-                calibration_data=np.ascontiguousarray(sample, dtype=np.float32),
-                calibration_method="max",
-                calibration_cache_path=cache,
-                calibration_eps=["cpu"],
-                # modelopt matches these as regular expressions; anchor them to exact names.
-                nodes_to_exclude=[f"^{re.escape(n)}$" for n in excluded],
-                high_precision_dtype=high_precision_dtype,
-                output_path=out,
-                log_level="ERROR",
-                opset=max(opset or INT8_MIN_OPSET, INT8_MIN_OPSET),
-            )
-        except Exception as e:  # modelopt raises bare Exceptions / AssertionErrors on bad graphs
-            raise EdgesegError(f"{src}: INT8 quantization failed ({type(e).__name__}: {e})") from e
+        with _cached_calibration(amax):
+            try:
+                quantize(
+                    onnx_path=work,
+                    quantize_mode="int8",
+                    calibration_data=np.ascontiguousarray(sample, dtype=np.float32),
+                    calibration_method="max",
+                    calibration_cache_path=cache,
+                    calibration_eps=["cpu"],
+                    # modelopt matches these as regular expressions; anchor them to exact names.
+                    nodes_to_exclude=[f"^{re.escape(n)}$" for n in excluded],
+                    high_precision_dtype=high_precision_dtype,
+                    output_path=out,
+                    log_level="ERROR",
+                    opset=max(opset or INT8_MIN_OPSET, INT8_MIN_OPSET),
+                )
+            except Exception as e:  # modelopt raises bare Exceptions / AssertionErrors on bad graphs
+                raise EdgesegError(f"{src}: INT8 quantization failed ({type(e).__name__}: {e})") from e
         if not os.path.isfile(out):
             raise EdgesegError(f"{src}: modelopt wrote no quantized model")
         model = onnx.load(out)

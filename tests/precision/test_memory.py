@@ -72,3 +72,23 @@ def test_streaming_calibration_peak_is_bounded(tmp_path: Path) -> None:
     assert ranges["streamed"] == ranges["all at once"]
     assert peaks["all at once"] > 324, peaks
     assert peaks["streamed"] < peaks["all at once"] / 2, peaks
+
+
+def test_cached_calibration_gives_the_graph_of_modelopts_own_pass(
+        tiny_sim: Path, images: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import contextlib
+
+    import onnx
+    from onnxruntime.quantization import calibrate
+
+    from edgeseg.precision import int8
+
+    cache = tmp_path / "c.cache"
+    write_calibration_cache(cache, collect_ranges(tiny_sim, images[:4], "max"))
+    installed = calibrate.create_calibrator
+    quantize_int8(tiny_sim, tmp_path / "cached.onnx", calibration_cache=cache, sample=images[:1])
+    assert calibrate.create_calibrator is installed  # ONNX Runtime's factory is put back
+    monkeypatch.setattr(int8, "_cached_calibration", lambda amax: contextlib.nullcontext())
+    quantize_int8(tiny_sim, tmp_path / "run.onnx", calibration_cache=cache, sample=images[:1])
+    cached, run = onnx.load(tmp_path / "cached.onnx"), onnx.load(tmp_path / "run.onnx")
+    assert cached.graph.SerializeToString() == run.graph.SerializeToString()
