@@ -167,7 +167,9 @@ def register(app: typer.Typer) -> None:
         calib_data: str = typer.Option(None, "--calib-data",
                                        help="Calibration images: folder, KIND:ROOT[:split], or a manifest "
                                             "(shipped: demo). (default: demo set / card dataset)"),
-        calib_size: int = typer.Option(32, "--calib-size", help="Calibration images (seeded sample)."),
+        calib_size: int = typer.Option(
+            None, "--calib-size",
+            help="Calibration images (seeded sample). (default: the manifest's size, else 32)"),
         calib_method: str = typer.Option("max", "--calib-method", help="max, entropy or percentile."),
         int8_high_precision: str = typer.Option(
             "fp16", "--int8-high-precision", help="Non-quantized ops of the INT8 graph: fp16 or fp32."),

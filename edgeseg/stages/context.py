@@ -230,6 +230,16 @@ class BuildContext:
                 spec = _dataset_split(self.need_card().dataset, "val")  # type: ignore[arg-type]
         return spec, size
 
+    def calib_size(self) -> int:
+        """``--calib-size``, else the calibration manifest's ``size``, else 32."""
+        from edgeseg.precision.calibration import DEFAULT_CALIB_SIZE, resolve_manifest
+
+        if self.options.calib_size is not None:
+            return self.options.calib_size
+        spec = self.calibration_spec()
+        manifest = resolve_manifest(spec) if spec else None
+        return manifest.size if manifest is not None and manifest.size else DEFAULT_CALIB_SIZE
+
     def calibration_set(self, required: bool) -> Any:
         """The preprocessed calibration images (loaded once), or None when there are none."""
         from edgeseg.precision.calibration import load_calibration_set, load_image_files, load_validation_set
@@ -244,7 +254,7 @@ class BuildContext:
             return None
         card = self.need_card()
         splits = self.splits()
-        with self.reporter.task("loading calibration images", self.options.calib_size) as progress:
+        with self.reporter.task("loading calibration images", self.calib_size()) as progress:
             if splits is not None and splits.calibration and not splits.labelled:
                 self._calibration = load_image_files(
                     splits.spec, splits.calibration, input_size=tuple(card.input_size),  # type: ignore[arg-type]
@@ -257,7 +267,7 @@ class BuildContext:
             else:
                 self._calibration = load_calibration_set(
                     spec, input_size=tuple(card.input_size), mean=card.mean,  # type: ignore[arg-type]
-                    std=card.std, size=self.options.calib_size, progress=progress)
+                    std=card.std, size=self.calib_size(), progress=progress)
         from edgeseg.data.stats import PixelStats
 
         # The preprocessing contract later frames are checked against (runtime, validate).
@@ -280,7 +290,7 @@ class BuildContext:
         shared = calib is not None and self.precision is Precision.INT8 and calib == spec
         sizes = {"tuning": size, "heldout": size}
         if shared:
-            sizes = {"calibration": self.options.calib_size, **sizes}
+            sizes = {"calibration": self.calib_size(), **sizes}
         drawn = split_indices(dataset_length(spec), sizes)
         self._splits = Splits(spec, drawn["tuning"], drawn["heldout"], drawn.get("calibration", []))
         if len(self._splits.heldout) < MIN_HELDOUT:
@@ -300,7 +310,7 @@ class BuildContext:
         if folder is None or not Path(folder).is_dir() or resolve_manifest(folder) is not None:
             return None
         n = len(find_images(Path(folder), strict=True))
-        wanted = {"heldout": size, "tuning": size, "calibration": self.options.calib_size}
+        wanted = {"heldout": size, "tuning": size, "calibration": self.calib_size()}
         if n < sum(wanted.values()):
             # Few images: a quarter each to judge and to tune on, the rest to calibrate.
             quarter = max(1, n // 4)

@@ -70,7 +70,7 @@ class BuildOptions:
         output: ``logits`` or ``argmax``. Defaults to logits.
         calib_data: calibration source (folder / ``KIND:ROOT[:split]`` / manifest). Defaults to
             the demo manifest for the demo model, else the card's dataset (train split).
-        calib_size: calibration images. Defaults to 32.
+        calib_size: calibration images. Defaults to the manifest's ``size``, else 32.
         calib_method: ``max``, ``entropy`` or ``percentile``. Defaults to max.
         int8_high_precision: dtype of the non-quantized ops of the INT8 graph. Defaults to fp16.
         max_miou_drop: accuracy guard budget in mIoU points. Defaults to 1.0.
@@ -117,7 +117,7 @@ class BuildOptions:
     opset: int = None  # type: ignore[assignment]  # resolved to an int in __post_init__
     output: str = "logits"
     calib_data: str | None = None
-    calib_size: int = 32
+    calib_size: int | None = None
     calib_method: str = "max"
     int8_high_precision: str = "fp16"
     max_miou_drop: float = 1.0
@@ -155,7 +155,7 @@ class BuildOptions:
         if self.calib_method not in CALIBRATION_METHODS:
             raise EdgesegError(f"--calib-method must be one of {', '.join(CALIBRATION_METHODS)}, "
                                f"got {self.calib_method!r}")
-        if self.calib_size < 1:
+        if self.calib_size is not None and self.calib_size < 1:
             raise EdgesegError(f"--calib-size must be >= 1, got {self.calib_size}")
         if self.val_size < 1:
             raise EdgesegError(f"--val-size must be >= 1, got {self.val_size}")

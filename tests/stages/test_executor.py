@@ -482,3 +482,20 @@ def test_the_runtime_warns_about_bgr_frames(int8_build: tuple, tmp_path: Path) -
         seg(frame)  # warned once, not per frame
     lines = [str(w.message) for w in caught if "look BGR" in str(w.message)]
     assert len(lines) == 1
+
+
+def test_a_manifests_size_is_the_default_calib_size(workspace: dict[str, Path], tmp_path: Path) -> None:
+    import yaml
+
+    from edgeseg.stages.context import BuildContext
+
+    manifest = tmp_path / "mine.yaml"
+    manifest.write_text(yaml.safe_dump({"data": str(workspace["cal"]), "size": 3, "val_data": "synthetic::val"}))
+    options = _options(workspace, calib_data=str(manifest), calib_size=None, precision="int8")
+    ctx = BuildContext(options=options, reporter=Reporter(), folder=tmp_path, record=BuildRecord(tmp_path),
+                       precision=options.precision)
+    assert ctx.calib_size() == 3
+    options = _options(workspace, calib_data=str(manifest), calib_size=2, precision="int8")
+    ctx = BuildContext(options=options, reporter=Reporter(), folder=tmp_path, record=BuildRecord(tmp_path),
+                       precision=options.precision)
+    assert ctx.calib_size() == 2  # the flag wins
