@@ -27,7 +27,9 @@ loop re-evaluates the real graph after every exclusion step, so they only cost e
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,12 +61,15 @@ class Evaluation:
         reference_miou: mIoU of the PyTorch FP32 model on the same images (percent).
         pixel_agreement: share of pixels whose class equals the reference's (percent).
         images: number of validation images evaluated.
+        stopped_early: the evaluation stopped before the last image because the agreement gate
+            could no longer be met (the figures then cover ``images`` images only).
     """
 
     miou: float
     reference_miou: float
     pixel_agreement: float
     images: int
+    stopped_early: bool = False
 
     @property
     def drop(self) -> float:
@@ -74,7 +79,7 @@ class Evaluation:
     def to_dict(self) -> dict[str, Any]:
         return {"miou": round(self.miou, 4), "reference_miou": round(self.reference_miou, 4),
                 "miou_drop": round(self.drop, 4), "pixel_agreement": round(self.pixel_agreement, 4),
-                "images": self.images}
+                "images": self.images, **({"stopped_early": True} if self.stopped_early else {})}
 
 
 class ReferenceEvaluator:
@@ -96,6 +101,9 @@ class ReferenceEvaluator:
                  ignore_index: int = 255) -> None:
         self.images, self.masks, self.reference = images, masks, reference
         self.num_classes, self.ignore_index = num_classes, ignore_index
+        # Order of evaluation: the images the last complete evaluation got most wrong come first, so
+        # a failing graph shows it after few images (see ``stop_below`` in :meth:`evaluate`).
+        self._order = np.arange(len(images))
 
     @classmethod
     def from_runner(cls, runner: Any, images: np.ndarray, masks: np.ndarray | None, num_classes: int, *,
@@ -109,28 +117,69 @@ class ReferenceEvaluator:
             logits = infer(runner, images, batch_size=batch_size, progress=progress)
         return cls(images, masks, to_labels(logits).numpy(), num_classes, ignore_index)
 
-    def evaluate(self, onnx_path: str | os.PathLike[str], progress: Progress | None = None) -> Evaluation:
-        """mIoU and pixel agreement of the graph at ``onnx_path`` against the reference."""
+    def evaluate(self, onnx_path: str | os.PathLike[str], progress: Progress | None = None, *,
+                 stop_below: float | None = None) -> Evaluation:
+        """mIoU and pixel agreement of the graph at ``onnx_path`` against the reference.
+
+        Args:
+            onnx_path: the deployed graph.
+            progress: called as ``progress(images done, N)``.
+            stop_below: a pixel agreement gate (percent). Once the pixels that already differ
+                from the reference are too many for the whole set to reach it, the remaining
+                images are not run: the graph fails the gate whatever they hold, so the guard
+                decides exactly as after a full evaluation. The result then has
+                ``stopped_early`` set and figures over the images run. Defaults to None (all).
+        """
         from edgeseg.compare import compare_outputs, infer
+        from edgeseg.metrics import to_labels
         from edgeseg.runners.loader import runner_for
 
+        total = self.reference.size
+        # Differing pixels beyond which the agreement over all images is certainly below the gate.
+        allowed = math.inf if stop_below is None else total * (1.0 - stop_below / 100.0)
+        done: list[int] = []
+        labels: list[np.ndarray] = []
+        wrong: list[int] = []
         # Opened like every artifact (runners.loader), so the guard judges as validation does.
         with runner_for(onnx_path) as runner:
-            outputs = infer(runner, self.images, progress=progress)
+            batch = _static_batch(runner)
+            for start in range(0, len(self._order), batch):
+                index = self._order[start:start + batch]
+                out = to_labels(infer(runner, self.images[index])).numpy()
+                done.extend(int(i) for i in index)
+                labels.append(out)
+                wrong.extend(int(n) for n in (out != self.reference[index]).reshape(len(index), -1).sum(1))
+                if progress:
+                    progress(len(done), len(self._order))
+                if sum(wrong) > allowed and len(done) < len(self._order):
+                    break
+        stopped = len(done) < len(self._order)
+        if not stopped:
+            self._order = np.array(done)[np.argsort(-np.array(wrong), kind="stable")]
+        # compare_outputs sees the images in the order run; its figures are sums over images.
+        idx = np.array(done)
+        outputs = np.concatenate(labels)
         # Without labels the reference's own predictions are the targets: mIoU then measures agreement.
-        targets = self.masks if self.masks is not None else self.reference
-        m = compare_outputs(self.reference, outputs, num_classes=self.num_classes, targets=targets,
+        targets = (self.masks if self.masks is not None else self.reference)[idx]
+        m = compare_outputs(self.reference[idx], outputs, num_classes=self.num_classes, targets=targets,
                             ignore_index=self.ignore_index)
         assert m.reference is not None and m.other is not None  # targets were given
         return Evaluation(miou=m.other.miou, reference_miou=m.reference.miou,
-                          pixel_agreement=m.pixel_agreement, images=len(outputs))
+                          pixel_agreement=m.pixel_agreement, images=len(idx), stopped_early=stopped)
+
+
+def _static_batch(runner: Any) -> int:
+    """Images per call: the graph's static batch, else one (the guard's graphs are static batch)."""
+    shape = runner.get_input_metadata()[0].shape
+    return shape[0] if shape and isinstance(shape[0], int) else 1
 
 
 def _bypass_qdq(model: Any, keep: str | None) -> Any:
     """A copy of a Q/DQ graph in which only the inputs of node ``keep`` stay quantized.
 
-    Every other consumer of a ``DequantizeLinear(QuantizeLinear(x))`` output reads ``x`` directly
-    (the bypassed pairs are left dangling; ONNX Runtime computes but never uses them).
+    Every other consumer of a ``DequantizeLinear(QuantizeLinear(x))`` output reads ``x`` directly,
+    and the pairs no node reads any more are removed: ONNX Runtime would still run them, and on an
+    FP16 graph (casts around every Q/DQ on the CPU) they cost as much as the rest of the graph.
     """
     import onnx
 
@@ -147,7 +196,14 @@ def _bypass_qdq(model: Any, keep: str | None) -> Any:
             q = producer.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 node.input[i] = q.input[0]
-    return out
+    qdq = ("QuantizeLinear", "DequantizeLinear")
+    while True:  # a DQ first, then the Q that fed only it
+        read = {t for n in out.graph.node for t in n.input} | {o.name for o in out.graph.output}
+        kept = [n for n in out.graph.node if n.op_type not in qdq or any(o in read for o in n.output)]
+        if len(kept) == len(out.graph.node):
+            return out
+        del out.graph.node[:]
+        out.graph.node.extend(kept)
 
 
 def _run_graph(model: Any, images: np.ndarray) -> np.ndarray:
@@ -209,6 +265,7 @@ class GuardResult:
         ranking: ``(layer, relative output error)`` of every INT8 layer, most sensitive first
             (when ranked).
         steps: every attempt: ``{"excluded": k, "miou_drop": ..., "pixel_agreement": ...}``.
+        seconds: wall time spent quantizing, evaluating and ranking (what the guard costs).
     """
 
     budget: float
@@ -217,6 +274,7 @@ class GuardResult:
     excluded: list[str] = field(default_factory=list)
     ranking: list[tuple[str, float]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -227,6 +285,7 @@ class GuardResult:
             "sensitivity_top": [{"layer": name, "relative_error": float(f"{score:.4g}")}
                                 for name, score in self.ranking[:10]],
             "steps": self.steps,
+            "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
 
 
@@ -261,10 +320,18 @@ def run_accuracy_guard(
     if not 0.0 <= min_agreement <= 100.0:
         raise EdgesegError(f"--min-agreement must be a percentage in [0, 100], got {min_agreement}")
     steps: list[dict[str, Any]] = []
+    seconds = {"quantize": 0.0, "evaluate": 0.0, "rank": 0.0}
+
+    def timed(what: str, fn: Callable[[Any], Any], arg: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return fn(arg)
+        finally:
+            seconds[what] += time.perf_counter() - start
 
     def attempt(excluded: list[str]) -> tuple[Path, Evaluation]:
-        path = quantize(excluded)
-        evaluation = evaluate(path)
+        path = timed("quantize", quantize, excluded)
+        evaluation = timed("evaluate", evaluate, path)
         record = {"excluded": len(excluded), **evaluation.to_dict()}
         steps.append(record)
         if on_step:
@@ -276,16 +343,17 @@ def run_accuracy_guard(
 
     path, evaluation = attempt([])
     if holds(evaluation):
-        return GuardResult(budget, evaluation, min_agreement, steps=steps)
-    ranking = rank(path)
+        return GuardResult(budget, evaluation, min_agreement, steps=steps, seconds=seconds)
+    ranking = timed("rank", rank, path)
     for k in exclusion_schedule(len(ranking)):
         excluded = [name for name, _ in ranking[:k]]
         path, evaluation = attempt(excluded)
         if holds(evaluation):
             return GuardResult(budget, evaluation, min_agreement, excluded=excluded, ranking=ranking,
-                               steps=steps)
+                               steps=steps, seconds=seconds)
     raise AccuracyGateError(
         f"INT8 graph misses its target even with all {len(ranking)} INT8 layers excluded: mIoU drop "
         f"{against(evaluation.drop, budget)} (allowed ≤ {budget}), pixel agreement "
-        f"{against(evaluation.pixel_agreement, min_agreement)}% (needed ≥ {min_agreement}%); "
+        f"{against(evaluation.pixel_agreement, min_agreement)}% (needed ≥ {min_agreement}%"
+        f"{'; stopped early, out of reach' if evaluation.stopped_early else ''}); "
         "use --precision fp16 or relax --max-miou-drop / --min-agreement")

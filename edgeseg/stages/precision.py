@@ -210,6 +210,7 @@ class QuantizeStage(Stage):
         if validation.num_classes is not None and validation.num_classes != card.num_classes:
             raise EdgesegError(f"validation data has {validation.num_classes} classes but the model has "
                                f"{card.num_classes}")
+        gate = ctx.int8_agreement_gate()
         with ctx.reporter.task("FP32 reference on tuning images", len(validation)) as progress:
             evaluator = ReferenceEvaluator.from_runner(ctx.reference_runner(), validation.images,
                                                        validation.masks, card.num_classes,
@@ -218,19 +219,23 @@ class QuantizeStage(Stage):
         def evaluate(onnx_path: Path) -> Any:
             with ctx.reporter.task("evaluating INT8 graph (ONNX Runtime, no graph optimizations)",
                                    len(validation)) as progress:
-                return evaluator.evaluate(onnx_path, progress=progress)
+                # A step that can no longer reach the agreement gate stops there: same verdict.
+                return evaluator.evaluate(onnx_path, progress=progress, stop_below=gate)
 
         def rank(onnx_path: Path) -> list[tuple[str, float]]:
             with ctx.reporter.task("ranking INT8 layers by sensitivity", 0) as progress:
                 return layer_sensitivity(onnx_path, validation.images[:2], progress=progress)
 
         def on_step(step: dict[str, Any]) -> None:
+            partial = (f" (stopped after {step['images']} of {len(validation)} images: gate out of reach)"
+                       if step.get("stopped_early") else "")
             ctx.reporter.note(f"accuracy guard: {step['excluded']} layer(s) excluded → mIoU drop "
-                              f"{step['miou_drop']:.2f}, pixel agreement {step['pixel_agreement']:.2f}%")
+                              f"{step['miou_drop']:.2f}, pixel agreement {step['pixel_agreement']:.2f}%"
+                              + partial)
 
         # Without labels only the agreement with the FP32 reference can be held to a gate.
         budget = ctx.options.max_miou_drop if validation.masks is not None else math.inf
-        guard = run_accuracy_guard(budget=budget, min_agreement=ctx.int8_agreement_gate(),
+        guard = run_accuracy_guard(budget=budget, min_agreement=gate,
                                    quantize=quantize, evaluate=evaluate, rank=rank, on_step=on_step)
         scopes = module_scopes(load_onnx(ctx.path(RAW_ONNX)))
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
