@@ -490,7 +490,8 @@ def test_a_manifests_size_is_the_default_calib_size(workspace: dict[str, Path], 
     from edgeseg.stages.context import BuildContext
 
     manifest = tmp_path / "mine.yaml"
-    manifest.write_text(yaml.safe_dump({"data": str(workspace["cal"]), "size": 3, "val_data": "synthetic::val"}))
+    fields = {"data": str(workspace["cal"]), "size": 3, "val_data": "synthetic::val"}
+    manifest.write_text(yaml.safe_dump(fields))
     options = _options(workspace, calib_data=str(manifest), calib_size=None, precision="int8")
     ctx = BuildContext(options=options, reporter=Reporter(), folder=tmp_path, record=BuildRecord(tmp_path),
                        precision=options.precision)
