@@ -6,8 +6,9 @@ PyTorch FP16 + channels_last (+ CUDA graphs, + fused op). Each case is warmed up
 call (CUDA events on the GPU, ``time.perf_counter`` on the CPU) at each batch size.
 
 Reported per case and batch: latency p50/p90/p99/mean (ms per call), throughput (frames/s =
-batch / mean latency), peak host RSS (``VmHWM``; reset per case through ``/proc/self/clear_refs``
-where the kernel allows it, else the process-wide peak so far, flagged as such), peak GPU memory
+batch / mean latency), peak host RSS (sampled during each case by :class:`edgeseg._memory.PeakRss`, which leaves the
+kernel's own high-water mark alone; the process-wide peak so far where ``/proc`` is missing,
+flagged as such), peak GPU memory
 (PyTorch's allocator for torch cases; device-wide used memory for the others), and on Jetson the
 average board power and energy per frame, sampled in a background thread during the timed loop.
 
@@ -30,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeseg._memory import peak_rss_mb, reset_peak_rss
+from edgeseg._memory import PeakRss
 from edgeseg.errors import EdgesegError
 from edgeseg.runners.base import BaseRunner
 
@@ -513,29 +514,38 @@ def run_benchmarks(
     results = []
     for case in cases:
         gpu_baseline = _reset_memory_stats(case)
-        rss_reset = reset_peak_rss()
-        try:
-            case.open()
-        except EdgesegError as e:
-            for batch in batches:
-                results.append(
-                    BenchResult(case.name, case.backend, case.precision, case.device, batch, skipped=str(e))
-                )
-                if on_step is not None:
-                    on_step(f"{case.name} batch {batch}")
-            continue
-        try:
-            for batch in batches:
-                result = _measure(case, batch, input_size, warmup, iters, power_source)
-                if result.skipped is None:
-                    result.rss_scope = "case" if rss_reset else "process"
-                    if gpu_baseline is not None:
-                        result.gpu_mem_mb = _gpu_memory_mb(case, gpu_baseline)
-                results.append(result)
-                if on_step is not None:
-                    on_step(f"{case.name} batch {batch}")
-        finally:
-            case.close()
+        with PeakRss() as rss:  # this case's own peak
+            results += _run_case(case, batches, input_size, warmup, iters, power_source, on_step, rss,
+                                 gpu_baseline)
+    return results
+
+
+def _run_case(case: BenchCase, batches: Sequence[int], input_size: tuple[int, int], warmup: int, iters: int,
+              power_source: Any, on_step: Callable[[str], None] | None, rss: PeakRss,
+              gpu_baseline: float | None) -> list[BenchResult]:
+    results = []
+    try:
+        case.open()
+    except EdgesegError as e:
+        for batch in batches:
+            results.append(BenchResult(case.name, case.backend, case.precision, case.device, batch,
+                                       skipped=str(e)))
+            if on_step is not None:
+                on_step(f"{case.name} batch {batch}")
+        return results
+    try:
+        for batch in batches:
+            result = _measure(case, batch, input_size, warmup, iters, power_source)
+            if result.skipped is None:
+                result.peak_rss_mb = rss.peak_mib
+                result.rss_scope = "case" if rss.scope == "step" else "process"
+                if gpu_baseline is not None:
+                    result.gpu_mem_mb = _gpu_memory_mb(case, gpu_baseline)
+            results.append(result)
+            if on_step is not None:
+                on_step(f"{case.name} batch {batch}")
+    finally:
+        case.close()
     return results
 
 
@@ -588,7 +598,6 @@ def _measure(
         "min": float(ms.min()),
     }
     result.throughput_fps = batch * 1000.0 / result.latency_ms["mean"]
-    result.peak_rss_mb = peak_rss_mb()
     if power is not None:
         result.power_mw = power.avg_total_mw
         result.power_source = power.source

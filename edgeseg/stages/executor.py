@@ -7,8 +7,9 @@
                               └─ calibrate → quantize (guard)┘
 
 For each stage that applies, the executor skips it when ``build.json`` records the same inputs
-(by sha256), options and intact outputs; otherwise it runs it, times it, measures its peak
-memory, and records the outcome. A stage that fails or is interrupted leaves none of its
+(by sha256), options and intact outputs; otherwise it runs it, times it, samples its peak
+resident memory (without resetting the kernel's own high-water mark, so ``time -v`` from outside
+stays true), and records the outcome. A stage that fails or is interrupted leaves none of its
 deployable files behind and is recorded as failed; a rejected artifact (an accuracy gate) is
 renamed ``<file>.rejected`` so that nothing deploys it.
 """
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeseg._memory import peak_rss_mb, reset_peak_rss
+from edgeseg._memory import PeakRss
 from edgeseg.build_folder import CARD_FILE, BuildRecord, Precision, folder_lock, graph_precision
 from edgeseg.errors import AccuracyGateError, EdgesegError
 from edgeseg.stages.base import Stage
@@ -176,10 +177,10 @@ class Build:
             self._show(stage.name, "cached", 0.0, stage.reuse(ctx))
             return
         ctx.record.forget(stage.key(ctx))
-        reset_peak_rss()
         start = time.perf_counter()
         try:
-            outcome = stage.run(ctx)
+            with PeakRss() as rss:
+                outcome = stage.run(ctx)
         except AccuracyGateError as e:
             self._reject(stage, ctx, str(e))
             raise
@@ -188,7 +189,7 @@ class Build:
             raise
         seconds = time.perf_counter() - start
         ctx.record.record(stage.key(ctx), inputs=inputs, outputs=outcome.outputs, options=options,
-                          results=outcome.results, duration_s=seconds, peak_rss_mib=round(peak_rss_mb(), 1),
+                          results=outcome.results, duration_s=seconds, peak_rss_mib=round(rss.peak_mib, 1),
                           status=outcome.status, reason=outcome.reason)
         self._show(stage.name, outcome.status, seconds, outcome.detail)
 
