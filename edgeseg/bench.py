@@ -6,10 +6,10 @@ PyTorch FP16 + channels_last (+ CUDA graphs, + fused op). Each case is warmed up
 call (CUDA events on the GPU, ``time.perf_counter`` on the CPU) at each batch size.
 
 Reported per case and batch: latency p50/p90/p99/mean (ms per call), throughput (frames/s =
-batch / mean latency), peak host RSS (sampled during each case by :class:`edgeseg._memory.PeakRss`, which leaves the
-kernel's own high-water mark alone; the process-wide peak so far where ``/proc`` is missing,
-flagged as such), peak GPU memory
-(PyTorch's allocator for torch cases; device-wide used memory for the others), and on Jetson the
+batch / mean latency), peak host RSS (sampled during each case by
+:class:`edgeseg._memory.PeakRss`, which leaves the kernel's own high-water mark alone; the
+process-wide peak so far where ``/proc`` is missing, flagged as such), peak GPU memory (PyTorch's
+allocator for torch cases; device-wide used memory for the others), and on Jetson the
 average board power and energy per frame, sampled in a background thread during the timed loop.
 
 Inputs are random normalised tensors of the model's input size: what is measured is the backend,

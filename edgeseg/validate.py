@@ -134,7 +134,8 @@ def find_candidates(artifacts: BuildArtifacts, plugin_libs: Sequence[str | os.Pa
     for precision, path in sorted(graphs, key=lambda pp: (pp[0].rank, pp[1].name)):
         artifacts.verify(path)
         candidates.append(Candidate(
-            "onnxrt", precision.value, path, functools.partial(runner_for, path, precision),
+            "onnxrt", precision.value, path,
+            functools.partial(runner_for, path, precision, side_by_side=True),
             graph_optimization=ort_settings(precision, gpu=ort_has_cuda()).graph_optimization))
     skipped: list[dict] = []
     ok, reason = tensorrt_available()
@@ -287,7 +288,8 @@ def validate(
         from edgeseg.runners.loader import runner_for
 
         # An ONNX source's reference is the FP32 graph itself (adapted to the card's I/O).
-        reference = runner_for(artifacts.verify(root / RAW_ONNX), "fp32", name=f"onnxrt:{RAW_ONNX} (FP32)")
+        reference = runner_for(artifacts.verify(root / RAW_ONNX), "fp32", name=f"onnxrt:{RAW_ONNX} (FP32)",
+                               side_by_side=True)
     if reference is None:
         if ckpt is None:
             raise EdgesegError(f"{root}: no FP32 reference; build.json records no existing .pt bundle "

@@ -39,13 +39,15 @@ class OrtSettings:
     Attributes:
         graph_optimization: ``"all"`` or ``"disabled"`` (see :func:`ort_settings`).
         session_config: ``SessionOptions`` entries.
+        memory_arena: ONNX Runtime's CPU arena, which keeps each session's largest activations.
     """
 
     graph_optimization: str
     session_config: dict[str, str]
+    memory_arena: bool = True
 
 
-def ort_settings(precision: Precision | str, *, gpu: bool) -> OrtSettings:
+def ort_settings(precision: Precision | str, *, gpu: bool, side_by_side: bool = False) -> OrtSettings:
     """ONNX Runtime settings for a graph of ``precision``.
 
     * On the CPU, Q/DQ and FP16 graphs run with graph optimizations disabled, so they execute as
@@ -57,10 +59,14 @@ def ort_settings(precision: Precision | str, *, gpu: bool) -> OrtSettings:
       CPUs, that spinning steals the cores that decoding and pre/postprocessing need: measured on 2
       cores, torch postprocessing ran 5x slower beside a spinning session, and ORT itself about 2x
       slower. So CPU sessions do not spin.
+    * ``side_by_side`` sessions (validation and the accuracy guard hold several graphs, or run one
+      many times between other work) give up ORT's CPU memory arena: each arena keeps its session's
+      largest activations alive, which at 1024x2048 costs gigabytes per graph.
     """
     p = Precision.parse(precision)
     level = "all" if gpu or p is Precision.FP32 else "disabled"
-    return OrtSettings(level, {} if gpu else {"session.intra_op.allow_spinning": "0"})
+    return OrtSettings(level, {} if gpu else {"session.intra_op.allow_spinning": "0"},
+                       memory_arena=not side_by_side)
 
 
 def runner_for(
@@ -71,6 +77,7 @@ def runner_for(
     plugin_libs: Sequence[str | os.PathLike[str]] = (),
     device: str | None = None,
     name: str | None = None,
+    side_by_side: bool = False,
 ) -> BaseRunner:
     """An inactive runner for ``artifact``, chosen by its kind.
 
@@ -81,6 +88,8 @@ def runner_for(
         plugin_libs: TensorRT plugin libraries an engine needs. Defaults to none.
         device: torch runner: ``"cpu"`` or ``"cuda"``. Defaults to CUDA when torch sees one.
         name: the runner's display name. Defaults to the backend and the file name.
+        side_by_side: an ONNX graph opened beside others (validation, the guard): see
+            :func:`ort_settings`. Defaults to False.
 
     Raises:
         EdgesegError: an unknown kind of file.
@@ -95,9 +104,10 @@ def runner_for(
             from edgeseg.build_folder import graph_precision
 
             precision = graph_precision(onnx.load(os.fspath(path), load_external_data=False))
-        settings = ort_settings(precision, gpu=ort_has_cuda())
+        settings = ort_settings(precision, gpu=ort_has_cuda(), side_by_side=side_by_side)
         return OnnxrtRunner(path, graph_optimization=settings.graph_optimization,
-                            session_config=settings.session_config, intra_op_threads=threads, name=name)
+                            session_config=settings.session_config, intra_op_threads=threads, name=name,
+                            memory_arena=settings.memory_arena)
     if path.suffix == ".engine":
         from edgeseg.runners.trt import TrtRunner
 

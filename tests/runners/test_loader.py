@@ -21,6 +21,9 @@ def test_cpu_policy_runs_reduced_precision_graphs_as_written() -> None:
         assert ort_settings(p, gpu=True).graph_optimization == "all"
     assert ort_settings("int8", gpu=False).session_config == {"session.intra_op.allow_spinning": "0"}
     assert ort_settings("int8", gpu=True).session_config == {}
+    # Graphs judged side by side give up ORT's CPU arena (it holds each session's peak activations).
+    assert ort_settings("fp32", gpu=False).memory_arena
+    assert not ort_settings("int8", gpu=False, side_by_side=True).memory_arena
 
 
 def test_onnx_runner_takes_the_policy_of_the_graphs_precision(tmp_path: Path) -> None:
@@ -31,8 +34,8 @@ def test_onnx_runner_takes_the_policy_of_the_graphs_precision(tmp_path: Path) ->
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])], [s])
     path = tmp_path / "anything.onnx"  # the name says nothing; the Q/DQ nodes do
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
-    runner = runner_for(path)
-    assert runner.graph_optimization == "disabled"
+    runner = runner_for(path, side_by_side=True)
+    assert runner.graph_optimization == "disabled" and runner.memory_arena is False
     with runner:
         out = runner.infer({"x": np.array([0.26, 1.0], dtype=np.float32)})
     np.testing.assert_allclose(out["y"], [0.5, 1.0])  # fake-quantized with scale 0.5
