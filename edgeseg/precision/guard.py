@@ -107,15 +107,23 @@ class ReferenceEvaluator:
 
     @classmethod
     def from_runner(cls, runner: Any, images: np.ndarray, masks: np.ndarray | None, num_classes: int, *,
-                    ignore_index: int = 255, batch_size: int = 8,
+                    ignore_index: int = 255, batch_size: int = 1,
                     progress: Progress | None = None) -> ReferenceEvaluator:
-        """Run the FP32 reference (an inactive runner: PyTorch, or an FP32 ONNX graph) once."""
+        """Run the FP32 reference (an inactive runner: PyTorch, or an FP32 ONNX graph) once.
+
+        Only class maps are kept, batch by batch: at 1024x2048 one image's 19-class logits are
+        160 MB, and holding them for every tuning image cost gigabytes.
+        """
         from edgeseg.compare import infer
         from edgeseg.metrics import to_labels
 
+        labels = []
         with runner:
-            logits = infer(runner, images, batch_size=batch_size, progress=progress)
-        return cls(images, masks, to_labels(logits).numpy(), num_classes, ignore_index)
+            for start in range(0, len(images), batch_size):
+                labels.append(to_labels(infer(runner, images[start:start + batch_size])).numpy())
+                if progress:
+                    progress(min(start + batch_size, len(images)), len(images))
+        return cls(images, masks, np.concatenate(labels), num_classes, ignore_index)
 
     def evaluate(self, onnx_path: str | os.PathLike[str], progress: Progress | None = None, *,
                  stop_below: float | None = None) -> Evaluation:

@@ -288,10 +288,18 @@ class BuildContext:
         spec = validation_spec(spec)
         calib = self.calibration_spec()
         shared = calib is not None and self.precision is Precision.INT8 and calib == spec
-        sizes = {"tuning": size, "heldout": size}
+        n = dataset_length(spec)
+        sizes = {"heldout": size, "tuning": size}
         if shared:
-            sizes = {"calibration": self.calib_size(), **sizes}
-        drawn = split_indices(dataset_length(spec), sizes)
+            sizes["calibration"] = self.calib_size()
+        if n < sum(sizes.values()):
+            # Too few for the sizes asked: the held-out and tuning sets share what calibration leaves.
+            rest = n - sizes.get("calibration", 0) if n - sizes.get("calibration", 0) >= 2 else n
+            sizes = {"heldout": max(1, rest - rest // 2), "tuning": max(1, rest // 2),
+                     **({"calibration": max(1, n - rest)} if shared else {})}
+        if n < len(sizes):
+            raise EdgesegError(f"{spec}: {n} image(s), too few to tune and judge on different images")
+        drawn = split_indices(n, sizes)
         self._splits = Splits(spec, drawn["tuning"], drawn["heldout"], drawn.get("calibration", []))
         if len(self._splits.heldout) < MIN_HELDOUT:
             self.reporter.note(f"only {len(self._splits.heldout)} held-out image(s) in {spec} after "

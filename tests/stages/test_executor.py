@@ -500,3 +500,19 @@ def test_a_manifests_size_is_the_default_calib_size(workspace: dict[str, Path], 
     ctx = BuildContext(options=options, reporter=Reporter(), folder=tmp_path, record=BuildRecord(tmp_path),
                        precision=options.precision)
     assert ctx.calib_size() == 2  # the flag wins
+
+
+def test_few_labelled_images_still_give_disjoint_nonempty_sets(workspace: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    from edgeseg.data.synthetic import write_synthetic
+    from edgeseg.stages.context import BuildContext
+
+    write_synthetic(tmp_path / "val3", 3, size=32, split="val")
+    options = _options(workspace, precision="fp16", val_data=f"folder:{tmp_path / 'val3'}", val_size=64)
+    ctx = BuildContext(options=options, reporter=RecordingReporter(), folder=tmp_path,
+                       record=BuildRecord(tmp_path),
+                       precision=options.precision)
+    splits = ctx.splits()
+    assert splits is not None and splits.heldout and splits.tuning
+    assert not set(splits.heldout) & set(splits.tuning) and len(splits.heldout) + len(splits.tuning) == 3
+    assert any("few images" in n for n in ctx.reporter.notes)  # type: ignore[attr-defined]
