@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -287,14 +288,15 @@ def _card_from_spec(base: ModelCard, spec: CardSpec, label: str) -> ModelCard:
     return ModelCard.from_dict(d, source=label)
 
 
-class _Loader:
+class _Loader(ABC):
     """Base of the source loaders: ``__init__`` stores arguments, ``call_impl`` loads (Polygraphy style)."""
 
     def __call__(self) -> Loaded:
         return self.call_impl()
 
+    @abstractmethod
     def call_impl(self) -> Loaded:
-        raise NotImplementedError
+        """Load the source."""
 
 
 class ModelFromPreset(_Loader):
