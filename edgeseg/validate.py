@@ -37,7 +37,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgeseg.build_folder import RAW_ONNX, REPORT_FILE, BuildArtifacts, folder_lock, read_report, write_report
+from edgeseg.build_folder import (
+    RAW_ONNX,
+    REPORT_FILE,
+    BuildArtifacts,
+    Precision,
+    folder_lock,
+    read_report,
+    write_report,
+)
 from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.metrics import CLASS_SHARE_MIN, against
@@ -406,7 +414,7 @@ def validate(
     return report
 
 
-def _progress(inputs: _Inputs, enabled: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+def _progress(inputs: _Inputs, enabled: bool) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
     if not enabled:
         yield from inputs.samples
         return
@@ -525,7 +533,7 @@ def report_name_for(data: str | None, images: str | os.PathLike[str] | None) -> 
     return f"report.{slug}.json"
 
 
-def _engine_status(root: Path, engines: dict[str, Path], skipped: list[dict]) -> dict[str, Any]:
+def _engine_status(root: Path, engines: dict[Precision, Path], skipped: list[dict]) -> dict[str, Any]:
     """The build's own ``engine`` entry when a report has one, else what the directory shows."""
     with contextlib.suppress(EdgesegError):
         previous = read_report(root)

@@ -236,7 +236,8 @@ def _plan_segments(model: Any, names: list[str], max_bytes: int) -> list[_Segmen
     last_read = {name: i for i, node_reads in enumerate(reads) for name in node_reads}
     wanted = set(names)
 
-    spans, begin, size, live = [], 0, 0, set()
+    spans: list[tuple[int, int]] = []
+    begin, size, live = 0, 0, set[str]()
     for i, node in enumerate(nodes):
         live = {t for t in live if last_read.get(t, -1) >= i}
         cost = sum(_static_bytes(typed[o]) for o in node.output if o in wanted)

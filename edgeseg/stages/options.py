@@ -201,8 +201,8 @@ class BuildOptions:
         profile.check_dla_core(self.dla_core, "--dla-core")
         defaults = profile.build
         # A graph given with --from-onnx already holds its precision; the profile's would only clash.
-        if self.precision is None and self.from_onnx is None:
-            self.precision = defaults.precision
+        if self.precision is None and self.from_onnx is None and defaults.precision is not None:
+            self.precision = Precision.parse(defaults.precision, f"{profile.path}: build.precision")
         # Batch and shapes are one choice (static or dynamic): either given replaces both.
         if self.batch is None and self.shapes is None:
             self.batch, self.shapes = defaults.batch, defaults.shapes  # type: ignore[assignment]
