@@ -71,7 +71,9 @@ def test_streaming_calibration_peak_is_bounded(tmp_path: Path) -> None:
         peaks[label] = rss.peak_mib - base
     assert ranges["streamed"] == ranges["all at once"]
     assert peaks["all at once"] > 324, peaks
-    assert peaks["streamed"] < peaks["all at once"] / 2, peaks
+    # Streaming must keep at least half of the 324 MiB of activations from ever coexisting (what
+    # the allocator keeps around besides varies from run to run, so the margin is absolute).
+    assert peaks["all at once"] - peaks["streamed"] > 324 / 2, peaks
 
 
 def test_cached_calibration_gives_the_graph_of_modelopts_own_pass(
