@@ -169,3 +169,27 @@ def test_read_json_errors_name_the_file(tmp_path: Path, content: bytes | None, r
         path.write_bytes(content)
     with pytest.raises(EdgesegError, match=rf"^{path}: .*{reason}"):
         read_json(path)
+
+
+def test_a_stop_signal_during_a_torch_save_waits_for_the_save(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    import torch
+
+    from edgeseg._io import save_torch
+
+    real_save = torch.save
+
+    def interrupted_save(obj: object, f: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives in the middle of the write
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", interrupted_save)
+    target = tmp_path / "last.pt"
+    with pytest.raises(KeyboardInterrupt):
+        save_torch(target, {"w": torch.ones(3)})
+    # The interrupt came only after the file was complete and in place.
+    assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -41,7 +41,7 @@ def test_train_stops_with_the_signal_status_and_says_how_to_resume(
     out = tmp_path / "run"
     p = launch(*TRAIN, "--out", str(out))
     p.wait_until(lambda: (out / "last.pt").is_file())
-    assert p.stop(signum) == status
+    assert p.stop(signum) == status, p.stderr[-3000:]
     name = signal.Signals(signum).name
     iteration = load_checkpoint(out / "last.pt")["iteration"]
     assert _last_line(p.stderr) == (
