@@ -77,7 +77,7 @@ def test_video_keeps_a_playable_file_of_the_frames_done(
     p = launch("video", str(long_clip), "--build", str(rt_build), "--out", str(out), "--backend",
                "onnxruntime", "--json")
     p.wait_until(lambda: partial.is_file() and partial.stat().st_size > 0)
-    assert p.stop(signum) == status
+    assert p.stop(signum) == status, p.stderr[-3000:]
     name = signal.Signals(signum).name
     last = _last_line(p.stderr)
     assert last.startswith(f"interrupted by {name}: {out} holds the ") and "playable" in last, p.stderr
