@@ -84,8 +84,8 @@ def stop_signals_deferred() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
+    pending: list[signal.Signals] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signal.Signals(signum)))
                 for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
