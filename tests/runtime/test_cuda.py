@@ -1,6 +1,6 @@
 """GPU paths of the runtime (marker ``cuda``): run on the lent GPU machine, skipped without CUDA.
 
-See docs/gpu-validation.md (runtime section): none of these has run yet.
+Run by ``scripts/gpu_check.sh``; passed on an H200 on 2026-12-04 (docs/gpu-validation.md).
 """
 
 from __future__ import annotations
