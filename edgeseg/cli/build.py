@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from edgeseg.cli._common import EXIT_CODES_HELP, console, interrupted, parse_hw, parse_sets
-from edgeseg.errors import EdgesegError
+from edgeseg.cli._common import CARD_FLAGS, EXIT_CODES_HELP, card_options, console, interrupted, parse_sets
 
 if TYPE_CHECKING:
     from edgeseg.stages import Build, BuildResult
@@ -72,20 +71,6 @@ class _RichReporter:
             yield advance
 
 
-def _rgb(text: str | None, flag: str) -> tuple[float, float, float] | None:
-    """``--mean`` / ``--std``: three numbers ``R,G,B`` (0-255 pixel units)."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise EdgesegError(f"{flag} expects three numbers R,G,B in 0-255 pixel units (e.g. 0,0,0), "
-                           f"got {text!r}")
-    return values  # type: ignore[return-value]
-
-
 def _kept_by(builder: Build) -> str:
     """The one line after Ctrl-C / SIGTERM: a build resumes from the stages build.json records."""
     folder = getattr(builder, "folder", None)  # the build folder, once the build has resolved it
@@ -123,6 +108,7 @@ def _targets_table() -> Any:
 
 def register(app: typer.Typer) -> None:
     @app.command("build", help=_HELP, epilog=EXIT_CODES_HELP)
+    @card_options
     def build(
         precision: str = typer.Option(
             None, "--precision", "-p",
@@ -132,31 +118,8 @@ def register(app: typer.Typer) -> None:
                                         "FP32 ONNX graph (.onnx). (default: the demo model)"),
         name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
-        input_size: str = typer.Option(None, "--input",
-                                       help="Input HxW. (default: the target's, else what the graph fixes, "
-                                            "else the model card's)"),
-        card: Path = typer.Option(
-            None, "--card", help="card.yaml with the card keys (input, layout, channels, mean, std, "
-                                 "num_classes, classes); flags win over it."),
-        layout: str = typer.Option(
-            None, "--layout", help="The network's input layout: nchw or nhwc. (default: what the graph "
-                                   "fixes, else nchw)"),
-        channels: str = typer.Option(
-            None, "--channels", help="The network's channel order: rgb or bgr. (default: rgb)"),
-        mean: str = typer.Option(
-            None, "--mean", help="Per-channel mean R,G,B in 0-255 pixel units: pixel = (value - mean) / std. "
-                                 "(default: the card's, ImageNet)"),
-        std: str = typer.Option(
-            None, "--std", help="Per-channel std R,G,B in 0-255 units; a network fed [0, 1] takes "
-                                "255,255,255. (default: the card's, ImageNet)"),
-        num_classes: int = typer.Option(
-            None, "--num-classes", help="Class count (a preset is built with it). (default: the source's)"),
-        classes: Path = typer.Option(None, "--classes", help="File of class names, one a line."),
+        card_flags: dict[str, Any] = CARD_FLAGS,  # --input, --card, --layout ... --output-name
         sets: list[str] = typer.Option([], "--set", help="Preset config field key=value (repeatable)."),
-        output_name: str = typer.Option(None, "--output-name",
-                                        help="Which output of a dict/tuple/multi-output model: a key, an "
-                                             "index or an ONNX output name. (default: the only one, else "
-                                             "out/logits)"),
         batch: int = typer.Option(None, "--batch", help="Static batch size. (default: the target's, else 1)"),
         shapes: str = typer.Option(None, "--shapes",
                                    help="Dynamic batch 'min,opt,max' (e.g. 1,4,8); TensorRT profile. "
@@ -217,11 +180,8 @@ def register(app: typer.Typer) -> None:
         from edgeseg.stages import Build, BuildOptions
 
         options = BuildOptions(
-            precision=precision, model=model, name=name, out_dir=out_dir,
-            input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
-            card=card, layout=layout, channels=channels, mean=_rgb(mean, "--mean"), std=_rgb(std, "--std"),
-            num_classes=num_classes, classes=classes, overrides=parse_sets(sets), output_name=output_name,
-            shapes=parse_batch_profile(shapes), opset=opset, output=output,
+            precision=precision, model=model, name=name, out_dir=out_dir, batch=batch, **card_flags,
+            overrides=parse_sets(sets), shapes=parse_batch_profile(shapes), opset=opset, output=output,
             calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
             int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, guard=guard,
             val_data=val_data,

@@ -3,39 +3,45 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from edgeseg.cli._common import EXIT_CODES_HELP, console, parse_hw
+from edgeseg.cli._common import CARD_FLAGS, EXIT_CODES_HELP, card_options, console
 
 __all__ = ["register"]
 
 _HELP = """Export a model to ONNX in engines/<name>/: model.onnx (raw) and model.sim.onnx (simplified).
 
 \b
-The graph: input 'images' float32 (N,3,H,W) normalised; output 'logits' float32 (N,K,H,W)
+The graph: input 'images' float32 (N,3,H,W) normalised RGB; output 'logits' float32 (N,K,H,W)
 or, with --output argmax, 'labels' int32 (N,H,W). Static HxW; dynamic batch with --shapes.
+A network that takes NHWC or BGR (--layout, --channels) gets the conversion inside the graph.
 Both files pass the TensorRT-compatibility check. These are the first stages of
-`edgeseg build`, recorded in the same build.json, so a later build reuses them.
+`edgeseg build` (card → export → simplify), recorded in the same build.json and card.json, so a
+later build with the same model and card options reuses them.
 
 \b
 Examples:
   edgeseg export                                  # the shipped demo model
   edgeseg export -m runs/city/model.pt --input 512x1024 --shapes 1,2,4
   edgeseg export -m dbmsnet_r50vd_os16 --output argmax    # a preset, random weights
+  edgeseg export -m model.onnx --layout nhwc --channels bgr --mean 0,0,0 --std 255,255,255
+  edgeseg export -m net.pt2 --card card.yaml          # the card keys from a file
   edgeseg export --target jetson-orin-nano         # input/batch/opset from the target profile
 """
 
 
 def register(app: typer.Typer) -> None:
     @app.command("export", help=_HELP, epilog=EXIT_CODES_HELP)
+    @card_options
     def export(
         model: str = typer.Option(
-            None, "--model", "-m", help="Checkpoint (.pt bundle) or zoo preset. (default: the demo model)"),
+            None, "--model", "-m", help="Zoo preset, edgeseg bundle (.pt), torch.export program (.pt2) or "
+                                        "FP32 ONNX graph (.onnx). (default: the demo model)"),
         name: str = typer.Option(None, "--name", help="Build folder name. (default: model stem)"),
         out_dir: Path = typer.Option(Path("engines"), "--out-dir", help="Parent folder of builds."),
-        input_size: str = typer.Option(
-            None, "--input", help="Input HxW. (default: the target's, else the model card's)"),
+        card_flags: dict[str, Any] = CARD_FLAGS,  # --input, --card, --layout ... --output-name
         batch: int = typer.Option(None, "--batch", help="Static batch size. (default: the target's, else 1)"),
         shapes: str = typer.Option(None, "--shapes", help="Dynamic batch 'min,opt,max' (e.g. 1,4,8). "
                                    "(default: the target's, else static)"),
@@ -57,8 +63,7 @@ def register(app: typer.Typer) -> None:
         from edgeseg.stages import Build, BuildOptions
 
         options = BuildOptions(
-            model=model, name=name, out_dir=out_dir,
-            input_size=parse_hw(input_size, "--input") if input_size else None, batch=batch,
+            model=model, name=name, out_dir=out_dir, batch=batch, **card_flags,
             shapes=parse_batch_profile(shapes), opset=opset, output=output, plugin=plugin, target=target,
         )
         result = Build(options).run(until="simplify")
