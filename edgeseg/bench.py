@@ -109,15 +109,17 @@ class RunnerCase(BenchCase):
         if runner is None:
             raise EdgesegError(f"{self.name}: not opened")
         (meta,) = runner.get_input_metadata()
-        n, c, h, w = meta.shape
+        n, *rest = meta.shape
         if isinstance(n, int) and n != batch:
             raise EdgesegError(f"static batch {n}")
-        shape = (
-            batch,
-            3,
-            h if isinstance(h, int) else input_size[0],
-            w if isinstance(w, int) else input_size[1],
-        )
+        # Random pixels: timing needs the input's shape, not its channel order. A static shape is
+        # taken as it is (an NHWC graph's too); dynamic sizes are filled in NCHW, edgeseg's contract.
+        static = [d for d in rest if isinstance(d, int)]
+        if len(static) == len(rest):
+            shape = (batch, *static)
+        else:
+            hw = [d if isinstance(d, int) else fill for d, fill in zip(rest[1:], input_size, strict=True)]
+            shape = (batch, 3, *hw)
         x: Any = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         if self.device == "cuda" and self.backend == "tensorrt":
             import torch

@@ -131,6 +131,33 @@ class ModelCard:
         self.std = tuple(float(v) for v in self.std)  # type: ignore[assignment]
         self.input_size = tuple(int(v) for v in self.input_size)  # type: ignore[assignment]
 
+    def require_input(self, consumer: str, source: str, *, any_channels: bool = False) -> None:
+        """Refuse a card whose network input ``consumer`` cannot feed: NCHW, and RGB unless
+        ``any_channels`` (a consumer that feeds either order).
+
+        Builds fold a source's layout and channel order into their graph (their cards say nchw, rgb);
+        another value comes from a hand-written card, and a consumer that would feed it NCHW RGB
+        anyway must stop instead.
+
+        Args:
+            consumer: what feeds the network, e.g. ``"edgeseg validate"``.
+            source: how the error names the card (its file).
+            any_channels: ``consumer`` honours ``channels``. Defaults to False.
+
+        Raises:
+            EdgesegError: one line naming the card field and its value.
+        """
+
+        def refuse(key: str, fed: str) -> EdgesegError:
+            value = getattr(self, key)
+            return EdgesegError(f"{source}: {key} {value!r}: {consumer} feeds {fed} input only (build from "
+                                f"the source with --{key} {value} to fold the conversion into the graph)")
+
+        if self.layout != "nchw":
+            raise refuse("layout", "NCHW")
+        if self.channels != "rgb" and not any_channels:
+            raise refuse("channels", "RGB")
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["mean"], d["std"], d["input_size"] = list(self.mean), list(self.std), list(self.input_size)

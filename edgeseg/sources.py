@@ -740,10 +740,7 @@ def check_graph_against_card(proto: Any, card: ModelCard, label: str) -> list[st
     Raises:
         EdgesegError: an input or output that contradicts the card, or a card the runtime cannot honour.
     """
-    if card.layout != "nchw" or card.channels != "rgb":
-        raise EdgesegError(f"{label}: its card says {card.layout.upper()} {card.channels.upper()} input; the "
-                           "runtime feeds NCHW RGB (build with --model to fold the conversion into the "
-                           "graph)")
+    card.require_input("edgeseg build --from-onnx", f"{label} (its card)")
     initializers = {t.name for t in proto.graph.initializer}
     inputs = [i for i in proto.graph.input if i.name not in initializers]
     h, w = card.input_size

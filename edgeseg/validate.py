@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from edgeseg.build_folder import (
+    CARD_FILE,
     RAW_ONNX,
     REPORT_FILE,
     BuildArtifacts,
@@ -289,6 +290,8 @@ def validate(
     root = Path(build_dir)
     artifacts = BuildArtifacts.from_dir(root)
     card = artifacts.card
+    # Images are prepared as the reference takes them, NCHW RGB; a card saying otherwise is refused.
+    card.require_input("edgeseg validate", str(root / CARD_FILE))
     tolerances = tolerances or Tolerances()
     ckpt = Path(checkpoint) if checkpoint is not None else artifacts.checkpoint()
     source_kind = ((artifacts.record.meta.get("source") or {}) if artifacts.record else {}).get("kind")

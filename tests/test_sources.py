@@ -238,7 +238,8 @@ def test_from_onnx_graph_is_checked_against_its_card(tmp_path: Path) -> None:
                                            r"says \(N, 4, 32, 32\) logits"):
         check_graph_against_card(graph, wrong, "g.onnx")
     bgr = ModelCard(preset="onnx:n", num_classes=3, input_size=(32, 32), channels="bgr")
-    with pytest.raises(EdgesegError, match="g.onnx: its card says NCHW BGR input; the runtime feeds NCHW"):
+    with pytest.raises(EdgesegError, match=r"g.onnx \(its card\): channels 'bgr': edgeseg build --from-onnx "
+                                           r"feeds RGB input only"):
         check_graph_against_card(graph, bgr, "g.onnx")
 
 

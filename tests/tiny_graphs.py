@@ -1,4 +1,4 @@
-"""A tiny FP32 ONNX segmenter that takes NHWC BGR pixels, written node by node (no PyTorch).
+"""A tiny FP32 ONNX segmenter that takes BGR pixels, NHWC (or NCHW), written node by node (no PyTorch).
 
 Importable from every test package as ``tiny_graphs`` (``tests/`` is on ``sys.path``, see
 ``tiny_nets``). Its class scores are a 1x1 conv whose weights are not symmetric in the channels, so
@@ -18,8 +18,10 @@ __all__ = ["NHWC_BGR_WEIGHTS", "nhwc_bgr_graph", "nhwc_bgr_reference"]
 NHWC_BGR_WEIGHTS = np.array([[2.0, -1.0, -1.0], [-1.0, 2.0, -1.0], [-1.0, -1.0, 2.0]], np.float32)
 
 
-def nhwc_bgr_graph(path: Path, size: tuple[int, int], *, dynamic_batch: bool = False) -> Path:
-    """Write the graph: input ``pixels`` ``(N, H, W, 3)`` BGR, output ``scores`` ``(N, 3, H, W)`` logits."""
+def nhwc_bgr_graph(path: Path, size: tuple[int, int], *, dynamic_batch: bool = False,
+                   layout: str = "nhwc") -> Path:
+    """Write the graph: input ``pixels`` ``(N, H, W, 3)`` BGR (``(N, 3, H, W)`` with ``layout="nchw"``),
+    output ``scores`` ``(N, 3, H, W)`` logits."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -27,10 +29,12 @@ def nhwc_bgr_graph(path: Path, size: tuple[int, int], *, dynamic_batch: bool = F
     n: int | str = "batch" if dynamic_batch else 1
     weights = numpy_helper.from_array(NHWC_BGR_WEIGHTS.reshape(3, 3, 1, 1), "w")
     bias = numpy_helper.from_array(np.array([0.1, 0.0, -0.1], np.float32), "b")
-    nodes = [helper.make_node("Transpose", ["pixels"], ["nchw"], perm=[0, 3, 1, 2]),
-             helper.make_node("Conv", ["nchw", "w", "b"], ["scores"])]
+    nhwc = layout == "nhwc"
+    nodes = [helper.make_node("Transpose", ["pixels"], ["nchw"], perm=[0, 3, 1, 2])] if nhwc else []
+    nodes.append(helper.make_node("Conv", ["nchw" if nhwc else "pixels", "w", "b"], ["scores"]))
+    shape = [n, h, w, 3] if nhwc else [n, 3, h, w]
     graph = helper.make_graph(
-        nodes, "nhwc_bgr", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [n, h, w, 3])],
+        nodes, f"{layout}_bgr", [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [n, 3, h, w])], [weights, bias])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9

@@ -7,6 +7,8 @@ RGB, bilinear resize to the model's input size (antialiased when shrinking), the
 uint8 frame itself, in NHWC, through torch's vectorised uint8 kernel: about a hundred times faster
 than converting a 512x1024 frame to float first (measured), at the price of rounding the resized
 pixels to whole grey levels (< 1/255 from the float resize). On a GPU the float path is cheap.
+The result is laid out as the card says the network takes it: NCHW or NHWC, RGB or BGR (the card's
+mean/std are per RGB channel, and follow the channels when they are reordered).
 
 Postprocessing maps the network output back to each frame: logits are resized bilinearly to the
 frame size *before* the argmax (as the model itself upsamples its logits). The class map alone is
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from edgeseg.checkpoint import CHANNEL_ORDERS, LAYOUTS
 from edgeseg.errors import EdgesegError
 
 __all__ = [
@@ -43,13 +46,17 @@ OUTPUT_KINDS = ("numpy", "torch")
 
 
 class Preprocessor:
-    """uint8 NHWC frames → normalised float32 NCHW network input.
+    """uint8 NHWC frames → normalised float32 network input, in the card's layout and channel order.
 
     Args:
         mean: per-channel RGB mean on 0..1 pixels.
         std: per-channel RGB std on 0..1 pixels.
         input_size: ``(H, W)`` the network expects.
         device: where the work runs. Defaults to CPU.
+        layout: the network input's layout (the card's ``layout``): ``"nchw"`` gives ``(N, 3, h, w)``,
+            ``"nhwc"`` gives ``(N, h, w, 3)``. Defaults to nchw.
+        channels: the network input's channel order (the card's ``channels``), ``"rgb"`` or ``"bgr"``.
+            Defaults to rgb.
     """
 
     def __init__(
@@ -58,12 +65,22 @@ class Preprocessor:
         std: Sequence[float],
         input_size: tuple[int, int],
         device: torch.device | str = "cpu",
+        *,
+        layout: str = "nchw",
+        channels: str = "rgb",
     ) -> None:
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise EdgesegError(f"mean/std must be 3 values with std > 0, got mean={mean} std={std}")
+        if layout not in LAYOUTS or channels not in CHANNEL_ORDERS:
+            raise EdgesegError(f"layout must be one of {LAYOUTS} and channels one of {CHANNEL_ORDERS}, "
+                               f"got {layout!r}, {channels!r}")
         self.input_size = (int(input_size[0]), int(input_size[1]))
-        std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-        mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.layout, self.channels = layout, channels
+        # The statistics in the network's channel order, shaped to broadcast over its layout.
+        order = [2, 1, 0] if channels == "bgr" else [0, 1, 2]
+        shape = (1, 3, 1, 1) if layout == "nchw" else (1, 1, 1, 3)
+        std_t = torch.tensor([std[i] for i in order], dtype=torch.float32, device=device).view(shape)
+        mean_t = torch.tensor([mean[i] for i in order], dtype=torch.float32, device=device).view(shape)
         self.scale = 1.0 / (255.0 * std_t)
         self.shift = -mean_t / std_t
 
@@ -75,7 +92,8 @@ class Preprocessor:
             color: channel order of ``frames``, ``"rgb"`` or ``"bgr"``.
 
         Returns:
-            ``(N, 3, h, w)`` float32, contiguous, on the frames' device.
+            ``(N, 3, h, w)`` (or ``(N, h, w, 3)`` for an NHWC network) float32, contiguous, on the
+            frames' device, in the network's channel order.
         """
         x = frames.permute(0, 3, 1, 2)  # an NCHW view of NHWC memory (channels_last)
         if tuple(x.shape[-2:]) != self.input_size:
@@ -84,11 +102,14 @@ class Preprocessor:
             if x.device.type != "cpu":
                 x = x.float()
             x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False, antialias=shrink)
-        if color == "bgr":
+        if color != self.channels:
             x = x.flip(1)
-        # One strided copy into a fresh NCHW float tensor, then the affine in place: two to three
-        # times faster on the CPU than an out-of-place addcmul on the NHWC view plus .contiguous()
-        # (3.0 vs 8.0 ms at 512x1024, measured), and steadier under load (fewer large allocations).
+        if self.layout == "nhwc":
+            x = x.permute(0, 2, 3, 1)
+        # One strided copy into a fresh float tensor in the network's layout, then the affine in
+        # place: two to three times faster on the CPU than an out-of-place addcmul on the NHWC view
+        # plus .contiguous() (3.0 vs 8.0 ms at 512x1024, measured), and steadier under load (fewer
+        # large allocations).
         out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         out.copy_(x)
         return out.mul_(self.scale).add_(self.shift)

@@ -72,7 +72,8 @@ class Segmenter:
     Args:
         runner: the backend; activated here if it is not active yet, and deactivated by
             :meth:`close`.
-        card: the model card (mean/std, input size, class names, palette).
+        card: the model card (mean/std, input size, the input's layout and channel order, class
+            names, palette).
         device: where pre/postprocessing run and where GPU-array inputs are accepted.
             Defaults to ``"cpu"``.
         max_batch: most frames sent to the backend at once when its batch dimension is dynamic.
@@ -100,9 +101,9 @@ class Segmenter:
         self.info: dict[str, Any] = dict(info or {})
         if not runner.is_active:
             runner.activate()
-        meta = _image_input(runner)
+        meta = _image_input(runner, card)
         self.input_name = meta.name
-        n, _, h, w = meta.shape
+        n, h, w = (meta.shape[0], *_spatial(meta.shape, card.layout))
         self.fixed_batch = n if isinstance(n, int) and n > 0 else None
         self.max_batch = self.fixed_batch or max_batch
         size = card.input_size
@@ -114,7 +115,8 @@ class Segmenter:
         self.class_names = list(card.class_names)
         palette = card.palette if len(card.palette) >= card.num_classes else default_palette(card.num_classes)
         self.palette = [list(map(int, rgb)) for rgb in palette]
-        self._pre = Preprocessor(card.mean, card.std, self.input_size, self.device)
+        self._pre = Preprocessor(card.mean, card.std, self.input_size, self.device, layout=card.layout,
+                                 channels=card.channels)
         self.colorizer = Colorizer(self.palette, self.device)
         self._post = Postprocessor(self.num_classes, self.colorizer, runner.name)
         self._lock = threading.Lock()
@@ -184,7 +186,8 @@ class Segmenter:
 
     # --- the three stages (public so pipelines and benchmarks can time and overlap them) ------
     def preprocess(self, frames: torch.Tensor, color: str = "rgb") -> torch.Tensor:
-        """``(N, H, W, 3)`` uint8 frames on :attr:`device` → ``(N, 3, h, w)`` network input."""
+        """``(N, H, W, 3)`` uint8 frames on :attr:`device` → network input: ``(N, 3, h, w)``, or
+        ``(N, h, w, 3)`` when the card's ``layout`` is nhwc, in the card's channel order."""
         _check_color(color)
         if self._expected is not None:  # once, on the first frames
             _warn_contract(frames, color, self._expected)
@@ -308,17 +311,29 @@ class Segmenter:
         }
 
 
-def _image_input(runner: BaseRunner) -> TensorMeta:
-    """The model's one input, an ``(N, 3, H, W)`` image batch (else EdgesegError)."""
+def _image_input(runner: BaseRunner, card: ModelCard) -> TensorMeta:
+    """The model's one input, an image batch in the card's layout (else EdgesegError).
+
+    A channel axis of another size than 3 where the card's ``layout`` puts it is refused naming the
+    card's value: feeding an NCHW batch to an NHWC network (or the reverse) must not run.
+    """
     inputs = runner.get_input_metadata()
     if len(inputs) != 1:
         raise EdgesegError(
             f"{runner.name}: a segmentation model has one input, got {[m.name for m in inputs]}"
         )
     meta = inputs[0]
-    if len(meta.shape) != 4 or (isinstance(meta.shape[1], int) and meta.shape[1] != 3):
-        raise EdgesegError(f"{runner.name}: input '{meta.name}' must be (N, 3, H, W), got {meta.shape}")
+    axis = 1 if card.layout == "nchw" else 3
+    if len(meta.shape) != 4 or (isinstance(meta.shape[axis], int) and meta.shape[axis] != 3):
+        expected = "(N, 3, H, W)" if card.layout == "nchw" else "(N, H, W, 3)"
+        raise EdgesegError(f"{runner.name}: input '{meta.name}' has shape {list(meta.shape)}, but the model "
+                           f"card's layout {card.layout!r} means {expected}")
     return meta
+
+
+def _spatial(shape: Any, layout: str) -> tuple[Any, Any]:
+    """``(H, W)`` of an input shape in ``layout`` (dimensions may be symbolic)."""
+    return (shape[2], shape[3]) if layout == "nchw" else (shape[1], shape[2])
 
 
 def _model_output(out: dict[str, Any], runner_name: str) -> Any:

@@ -10,6 +10,11 @@ Two facts of nvinfer's documented behaviour decide what is written:
   exported graph is given one leading ``Mul`` by ``std_ref / std_c`` per channel and
   ``net-scale-factor`` = ``1 / (255 std_ref)``: nvinfer's output times that factor is exactly the
   card's normalisation. With equal std on all channels no ``Mul`` is added.
+* **Channel order**: ``model-color-format`` 0 hands the network RGB planes, 1 BGR; ``offsets[c]``
+  apply to the network's channel ``c``. A card whose ``channels`` is bgr gets 1, and its (RGB)
+  mean/std reordered to BGR for the offsets and the folded factors. The layout stays NCHW: the
+  fold multiplies the channel axis 1, so a card whose ``layout`` is nhwc is refused (a build
+  from the source with ``--layout nhwc`` folds the transpose into its graph and takes NCHW).
 * **Postprocessing** by nvinfer's built-in segmentation parser takes, per pixel, the channel with
   the highest value *above* ``segmentation-threshold`` (which must be >= 0), starting from -1, and
   reads FP32 only. Raw logits are often negative, so the graph also gets a ``Softmax`` over the
@@ -36,7 +41,7 @@ import numpy as np
 
 from edgeseg._io import atomic_write
 from edgeseg._names import safe_name
-from edgeseg.build_folder import BuildArtifacts, Precision
+from edgeseg.build_folder import CARD_FILE, BuildArtifacts, Precision
 from edgeseg.errors import EdgesegError
 from edgeseg.export.graph_io import onnx_io
 
@@ -174,12 +179,13 @@ def export_deepstream(
 
     Raises:
         EdgesegError: the build's graph outputs labels (``--output argmax``) instead of logits, a bad
-            threshold or name, or a batch size the graph cannot take.
+            threshold or name, a batch size the graph cannot take, or a card whose layout is nhwc.
     """
     # The name is part of file names in out_dir: it must not reach outside it.
     name = safe_name(name or Path(build_dir).resolve().name, "DeepStream name")
     artifacts = BuildArtifacts.from_dir(build_dir)
     card = artifacts.card
+    card.require_input("export-deepstream", str(artifacts.root / CARD_FILE), any_channels=True)
     precision = Precision.parse(precision) if precision else artifacts.default_precision()
     graph = artifacts.onnx_for(precision)
     if graph is None:
@@ -208,7 +214,10 @@ def export_deepstream(
     batch = n if isinstance(n, int) else (batch_size or 1)
 
     out = Path(out_dir)
-    scale, offsets, factors = deepstream_normalisation(card.mean, card.std)
+    # The card's statistics are per RGB channel; nvinfer's offsets follow the network's channels.
+    order = [2, 1, 0] if card.channels == "bgr" else [0, 1, 2]
+    scale, offsets, factors = deepstream_normalisation(tuple(card.mean[i] for i in order),
+                                                       tuple(card.std[i] for i in order))
     onnx_path = out / f"{name}.deepstream.onnx"
     fold_and_softmax(graph, onnx_path, factors, image.name, logits.name)
     labels_path = out / "labels.txt"
@@ -225,7 +234,7 @@ def export_deepstream(
         "gpu-id": str(gpu_id),
         "net-scale-factor": _num(scale),
         "offsets": ";".join(_num(o) for o in offsets),
-        "model-color-format": "0",  # RGB, the order the card's mean/std are given in
+        "model-color-format": "1" if card.channels == "bgr" else "0",  # the network's channel order
         "onnx-file": onnx_path.name,
         "model-engine-file": engine_name,
         "labelfile-path": labels_path.name,
@@ -250,7 +259,8 @@ def export_deepstream(
     config_path = out / f"config_infer_{name}.txt"
     header = (
         f"# Written by edgeseg export-deepstream from {artifacts.root} ({precision}, {graph.name}).\n"
-        f"# The graph folds the per-channel std {list(card.std)} into a leading Mul "
+        f"# The graph folds the per-channel std {[card.std[i] for i in order]} ({card.channels.upper()}) "
+        "into a leading Mul "
         f"{[round(f, 6) for f in factors]} and ends in a softmax; nvinfer builds and caches\n"
         f"# {engine_name} from it on first start.\n"
     )

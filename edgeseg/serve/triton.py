@@ -5,7 +5,7 @@ Layout written (Triton "Model Repository" docs)::
     <repo>/<name>/config.pbtxt
     <repo>/<name>/1/model.plan     TensorRT engine (platform "tensorrt_plan"), only if the build has one
     <repo>/<name>/1/model.onnx     or the ONNX graph (platform "onnxruntime_onnx")
-    <repo>/<name>/card.json        the model card, for clients (mean/std, classes, palette)
+    <repo>/<name>/card.json        the model card, for clients (mean/std, layout, channels, classes)
 
 Configuration fields follow Triton's ``ModelConfig`` protobuf: ``name``, ``platform``,
 ``max_batch_size``, ``input``/``output`` (``name``, ``data_type``, ``dims``), ``dynamic_batching``
@@ -109,6 +109,9 @@ def export_triton(
     # The name is the model's folder in the repository: it must not reach outside it.
     name = safe_name(name or Path(build_dir).resolve().name, "Triton model name", parent=repo)
     artifacts = BuildArtifacts.from_dir(build_dir)
+    # Triton feeds what clients send: the card copied beside the model tells them the input's layout
+    # and channel order, and the config's dims are the graph's own.
+    card = artifacts.card
     if backend not in ("auto", "tensorrt", "onnxruntime"):
         raise EdgesegError(f"backend must be auto, tensorrt or onnxruntime, got {backend!r}")
     precision = Precision.parse(precision) if precision else artifacts.default_precision()
@@ -170,11 +173,12 @@ def export_triton(
     config_path = model_dir / "config.pbtxt"
     header = (
         f"# Written by edgeseg export-triton from {artifacts.root} ({precision}, {source.name}).\n"
-        "# Inputs are normalised float images: see card.json for mean/std (RGB, 0..1 pixels).\n"
+        f"# Inputs are normalised float images, {card.layout.upper()} {card.channels.upper()}: see card.json "
+        "for mean/std (per RGB channel, 0..1 pixels).\n"
     )
     with atomic_write(config_path, "w") as f:
         f.write(header + dumps(config) + "\n")
-    write_json(model_dir / "card.json", artifacts.card.to_dict())
+    write_json(model_dir / "card.json", card.to_dict())
     notes = []
     if max_batch_size == 0:
         notes.append(
