@@ -70,3 +70,23 @@ def test_export_card_flag_errors_are_one_line(tmp_path: Path, capsys: pytest.Cap
     assert exit_info.value.code == 2 and len(errors) == 1, errors
     assert errors[0].startswith(message.format(graph=graph)), errors
     assert not (tmp_path / "engines" / "net" / "model.onnx").exists()
+
+
+def test_a_build_with_the_same_card_options_reuses_the_export(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    from PIL import Image
+
+    graph = nhwc_bgr_graph(tmp_path / "net.onnx", (16, 24))
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(4):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(
+            images / f"{i}.png")
+    card = ["-m", str(graph), "--out-dir", str(tmp_path / "engines"), "--layout", "nhwc", "--channels", "bgr"]
+    main(["export", *card])
+    capsys.readouterr()
+    main(["build", *card, "--precision", "fp16", "--calib-data", str(images), "--val-size", "4"])
+    err = capsys.readouterr().err
+    for stage in ("card", "export", "simplify"):
+        assert f" cached {stage} " in err, err
+    assert "   done fp16 " in err
