@@ -161,7 +161,7 @@ def parse_int_list(text: str, what: str) -> list[int]:
     return values
 
 
-def parse_rgb(text: str | None, flag: str) -> tuple[float, float, float] | None:
+def _parse_rgb(text: str | None, flag: str) -> tuple[float, float, float] | None:
     """``--mean`` / ``--std``: three numbers ``R,G,B`` (0-255 pixel units)."""
     if text is None:
         return None
@@ -212,7 +212,7 @@ def _parse_card_options(values: dict[str, Any]) -> dict[str, Any]:
     """The card options as :class:`~edgeseg.stages.BuildOptions` fields (the options check the rest)."""
     size = values["input_size"]
     return {**values, "input_size": parse_hw(size, "--input") if size else None,
-            "mean": parse_rgb(values["mean"], "--mean"), "std": parse_rgb(values["std"], "--std")}
+            "mean": _parse_rgb(values["mean"], "--mean"), "std": _parse_rgb(values["std"], "--std")}
 
 
 def card_options(command: Callable[..., None]) -> Callable[..., None]:
