@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "iters": args.iters,
             "cudnn_benchmark": True,
+            # FP32 convolutions may run as TF32 on tensor cores when this is on (PyTorch's default).
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "weights": "random (seed 0)",
         },
         "complete": False,

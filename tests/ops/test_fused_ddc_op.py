@@ -23,8 +23,19 @@ DILATION_SETS = [
 ]
 
 # (N, C, H, W): odd sizes; planes smaller than the largest dilation (all-border rows / columns);
-# a wide plane with a long branch-free interior; N from 1 to 3.
-SHAPES = [(1, 3, 7, 9), (2, 4, 5, 23), (3, 2, 19, 4), (1, 5, 33, 65), (2, 1, 1, 1)]
+# a wide plane with a long branch-free interior; N from 1 to 3. The last three take the CUDA
+# kernel's 16-byte path (W a multiple of 8): W = 72 in FP32 only (FP16 needs W >= 128), 136 and 264
+# with a partly filled last tile (FP32 tiles are 128 columns wide, FP16 tiles 256).
+SHAPES = [
+    (1, 3, 7, 9),
+    (2, 4, 5, 23),
+    (3, 2, 19, 4),
+    (1, 5, 33, 65),
+    (2, 1, 1, 1),
+    (1, 2, 17, 72),
+    (2, 3, 21, 136),
+    (1, 2, 40, 264),
+]
 
 
 def sample_inputs(
@@ -102,6 +113,23 @@ def test_fused_ddc_cuda_fp16() -> None:
     # Inputs are rounded to FP16 before the reference sees them, so the error is the kernel's own:
     # FP32 accumulation, then one rounding of outputs below 16 (half an FP16 ulp there is 2**-8).
     _check_against_reference("cuda", torch.float16, atol=1e-2)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_cuda_unaligned_residual_takes_the_one_pixel_path(dtype: torch.dtype) -> None:
+    # A residual that starts one element into its storage is contiguous but not 16-byte aligned:
+    # the launcher must fall back to one-pixel accesses, which compute the same sums bit for bit.
+    _require_cuda_kernel()
+    args = list(sample_inputs("cuda", (2, 3, 21, 136), (1, 3, 5, 7), dtype=dtype, seed=7))
+    residual = args[6]
+    storage = torch.empty(residual.numel() + 1, dtype=dtype, device="cuda")
+    shifted = storage[1:].view_as(residual).copy_(residual)
+    assert shifted.is_contiguous() and shifted.data_ptr() % 16 != 0
+    aligned = torch.ops.edgeseg.fused_ddc.default(*args)
+    args[6] = shifted
+    assert torch.equal(torch.ops.edgeseg.fused_ddc.default(*args), aligned)
 
 
 def test_dilation_larger_than_plane_reads_only_padding() -> None:
