@@ -8,21 +8,12 @@ recalibration) until both hold. Agreement is part of the target because it is th
 on a few dozen images a mIoU difference of a few tenths of a point is noise, while a drop in
 agreement is measured over every pixel.
 
-Sensitivity measure — each INT8 layer alone, end to end: starting from the INT8 graph itself,
-every Q/DQ pair is bypassed except those feeding one layer, and the graph's output on a few
-validation images is compared with the output of the graph with every pair bypassed:
-
-    sensitivity(layer) = mean((logits_layer_only − logits_none)²) / var(logits_none)
-
-This is "quantize one layer at a time" without re-quantizing: modelopt's placement and our cached
-scales are reused as they are, so each layer costs one ONNX Runtime session on two images (about
-0.2 s for the demo model on a loaded 2-core CPU) instead of a quantization and a full evaluation. It
-measures what a layer's quantization does to the *output* (a local signal-to-noise ratio missed
-that: a noisy layer whose error the network absorbs ranked high, a classifier whose small noise
-flips pixels ranked low; on the demo model the end-to-end ranking reached the budget with half the
-exclusions). Both the reference and the variants run in the graph's own high-precision dtype, so
-FP16 rounding is not mistaken for INT8 sensitivity. Interactions between layers are ignored; the
-loop re-evaluates the real graph after every exclusion step, so they only cost extra steps.
+Sensitivity is end to end (:mod:`edgeseg.precision.sensitivity`): what quantizing a layer does to
+the graph's output, ranked lazily, so only as many layers are scored alone as the exclusion steps
+need. Interactions between layers are ignored; the loop re-evaluates the real graph after every
+exclusion step, so they only cost extra steps. A step whose re-quantized graph is byte for byte
+the previous step's (modelopt ignored the exclusion) reuses that evaluation: same graph, same
+verdict.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -44,12 +35,34 @@ __all__ = [
     "Evaluation",
     "GuardResult",
     "ReferenceEvaluator",
-    "layer_sensitivity",
+    "Ranking",
     "run_accuracy_guard",
     "exclusion_schedule",
 ]
 
 Progress = Callable[[int, int], None]
+
+
+class Ranking(Protocol):
+    """INT8 layers by sensitivity, most sensitive first (see ``sensitivity.SensitivityRanking``)."""
+
+    def __len__(self) -> int: ...
+
+    def top(self, k: int) -> list[tuple[str, float]]: ...
+
+    @property
+    def ranked(self) -> list[tuple[str, float]]: ...
+
+
+class _ListRanking(list):  # type: ignore[type-arg]
+    """A ranking already complete (``[(layer, score)]``, most sensitive first)."""
+
+    def top(self, k: int) -> list[tuple[str, float]]:
+        return list(self[:k])
+
+    @property
+    def ranked(self) -> list[tuple[str, float]]:
+        return list(self)
 
 
 @dataclass
@@ -101,9 +114,10 @@ class ReferenceEvaluator:
                  ignore_index: int = 255) -> None:
         self.images, self.masks, self.reference = images, masks, reference
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        # Order of evaluation: the images the last complete evaluation got most wrong come first, so
-        # a failing graph shows it after few images (see ``stop_below`` in :meth:`evaluate`).
+        # Order of evaluation: the images the last evaluation got most wrong come first, so a
+        # failing graph shows it after few images (see ``stop_below`` in :meth:`evaluate`).
         self._order = np.arange(len(images))
+        self._wrong: dict[int, int] = {}  # image → pixels the last evaluation got wrong
 
     @classmethod
     def from_runner(cls, runner: Any, images: np.ndarray, masks: np.ndarray | None, num_classes: int, *,
@@ -124,6 +138,14 @@ class ReferenceEvaluator:
                 if progress:
                     progress(min(start + batch_size, len(images)), len(images))
         return cls(images, masks, np.concatenate(labels), num_classes, ignore_index)
+
+    def worst(self, n: int) -> tuple[np.ndarray, int]:
+        """The ``n`` images the last evaluation got most wrong: their indices and wrong pixels.
+
+        Before any evaluation, the first ``n`` images and 0.
+        """
+        index = self._order[:n].copy()
+        return index, sum(self._wrong.get(int(i), 0) for i in index)
 
     def evaluate(self, onnx_path: str | os.PathLike[str], progress: Progress | None = None, *,
                  stop_below: float | None = None) -> Evaluation:
@@ -162,8 +184,12 @@ class ReferenceEvaluator:
                 if sum(wrong) > allowed and len(done) < len(self._order):
                     break
         stopped = len(done) < len(self._order)
-        if not stopped:
-            self._order = np.array(done)[np.argsort(-np.array(wrong), kind="stable")]
+        # Worst first next time; after a stop, the images not run keep their place behind those run
+        # (a stopped run has seen the images with the most wrong pixels so far: they stop the next
+        # failing graph sooner).
+        ran = np.array(done)[np.argsort(-np.array(wrong), kind="stable")]
+        self._wrong = dict(zip(done, wrong, strict=True))
+        self._order = np.concatenate([ran, self._order[len(done):]])
         # compare_outputs sees the images in the order run; its figures are sums over images.
         idx = np.array(done)
         outputs = np.concatenate(labels)
@@ -180,75 +206,6 @@ def _static_batch(runner: Any) -> int:
     """Images per call: the graph's static batch, else one (the guard's graphs are static batch)."""
     shape = runner.get_input_metadata()[0].shape
     return shape[0] if shape and isinstance(shape[0], int) else 1
-
-
-def _bypass_qdq(model: Any, keep: str | None) -> Any:
-    """A copy of a Q/DQ graph in which only the inputs of node ``keep`` stay quantized.
-
-    Every other consumer of a ``DequantizeLinear(QuantizeLinear(x))`` output reads ``x`` directly,
-    and the pairs no node reads any more are removed: ONNX Runtime would still run them, and on an
-    FP16 graph (casts around every Q/DQ on the CPU) they cost as much as the rest of the graph.
-    """
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    producer = {o: n for n in out.graph.node for o in n.output}
-    for node in out.graph.node:
-        if node.name == keep:
-            continue
-        for i, tensor in enumerate(node.input):
-            dq = producer.get(tensor)
-            if dq is None or dq.op_type != "DequantizeLinear":
-                continue
-            q = producer.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                node.input[i] = q.input[0]
-    qdq = ("QuantizeLinear", "DequantizeLinear")
-    while True:  # a DQ first, then the Q that fed only it
-        read = {t for n in out.graph.node for t in n.input} | {o.name for o in out.graph.output}
-        kept = [n for n in out.graph.node if n.op_type not in qdq or any(o in read for o in n.output)]
-        if len(kept) == len(out.graph.node):
-            return out
-        del out.graph.node[:]
-        out.graph.node.extend(kept)
-
-
-def _run_graph(model: Any, images: np.ndarray) -> np.ndarray:
-    """The primary output of ``model`` (float64) for every image, graph optimizations disabled."""
-    from edgeseg.compare import infer
-    from edgeseg.runners.onnxrt import OnnxrtRunner
-
-    with OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled", name="sensitivity") as runner:
-        return infer(runner, images).astype(np.float64)
-
-
-def layer_sensitivity(int8_onnx: str | os.PathLike[str], images: np.ndarray,
-                      progress: Progress | None = None) -> list[tuple[str, float]]:
-    """Rank the INT8 layers of a Q/DQ graph by what quantizing each one alone does to the output.
-
-    Args:
-        int8_onnx: the quantized graph (static batch 1, logits output).
-        images: a few preprocessed images (two are enough to rank).
-        progress: called as ``progress(done, total)`` after each layer.
-
-    Returns:
-        ``[(node name, relative output error)]``, most sensitive first.
-    """
-    from edgeseg.export.onnx_export import load_onnx
-    from edgeseg.precision.int8 import quantized_nodes
-
-    model = load_onnx(int8_onnx)
-    layers = quantized_nodes(model)
-    reference = _run_graph(_bypass_qdq(model, keep=None), images)
-    scale = float(reference.var()) or 1.0
-    scores = []
-    for i, layer in enumerate(layers):
-        out = _run_graph(_bypass_qdq(model, keep=layer), images)
-        scores.append((layer, float(np.mean((out - reference) ** 2)) / scale))
-        if progress:
-            progress(i + 1, len(layers))
-    return sorted(scores, key=lambda item: item[1], reverse=True)
 
 
 def exclusion_schedule(num_candidates: int) -> list[int]:
@@ -270,8 +227,10 @@ class GuardResult:
         evaluation: accuracy of the final graph.
         min_agreement: required pixel agreement with the FP32 reference (percent).
         excluded: layers kept out of INT8, most sensitive first.
-        ranking: ``(layer, relative output error)`` of every INT8 layer, most sensitive first
-            (when ranked).
+        ranking: ``(layer, relative output error)`` of the layers ranked (every layer the steps
+            reached, at least), most sensitive first (when ranked).
+        layers: INT8 layers the ranking chose from (0 when not ranked).
+        rank_sessions: graph runs the ranking took, where the ranking counts them.
         steps: every attempt: ``{"excluded": k, "miou_drop": ..., "pixel_agreement": ...}``.
         seconds: wall time spent quantizing, evaluating and ranking (what the guard costs).
     """
@@ -281,6 +240,8 @@ class GuardResult:
     min_agreement: float = 0.0
     excluded: list[str] = field(default_factory=list)
     ranking: list[tuple[str, float]] = field(default_factory=list)
+    layers: int = 0
+    rank_sessions: int | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -292,6 +253,8 @@ class GuardResult:
             "excluded_layers": self.excluded,
             "sensitivity_top": [{"layer": name, "relative_error": float(f"{score:.4g}")}
                                 for name, score in self.ranking[:10]],
+            **({"ranking": {"layers": self.layers, "ranked": len(self.ranking),
+                            "sessions": self.rank_sessions}} if self.rank_sessions is not None else {}),
             "steps": self.steps,
             "seconds": {k: round(v, 2) for k, v in self.seconds.items()},
         }
@@ -303,8 +266,9 @@ def run_accuracy_guard(
     min_agreement: float = 0.0,
     quantize: Callable[[list[str]], Path],
     evaluate: Callable[[Path], Evaluation],
-    rank: Callable[[Path], list[tuple[str, float]]],
+    rank: Callable[[Path], Ranking | list[tuple[str, float]]],
     on_step: Callable[[dict[str, Any]], None] | None = None,
+    predict: Callable[[list[str], Evaluation], bool] | None = None,
 ) -> GuardResult:
     """Quantize, evaluate, and exclude the most sensitive layers until the accuracy target holds.
 
@@ -314,8 +278,13 @@ def run_accuracy_guard(
             (mIoU budget only).
         quantize: ``quantize(excluded_layers) -> path`` of the written INT8 graph.
         evaluate: ``evaluate(path) -> Evaluation``.
-        rank: ``rank(path_of_fully_quantized_graph) -> [(layer, score)]``, most sensitive first.
+        rank: ``rank(path_of_fully_quantized_graph)``: a :class:`Ranking` (scored as far as the
+            steps need) or a complete ``[(layer, score)]`` list, most sensitive first.
         on_step: called with each step's record (for progress display).
+        predict: ``predict(excluded, first_evaluation)``: a cheap guess whether excluding these
+            layers meets the target, given the fully quantized graph's evaluation. It only picks
+            the step the search starts from; every verdict is still a real evaluation. Defaults
+            to None (start at the first step).
 
     Returns:
         A :class:`GuardResult`; the last graph ``quantize`` wrote is the one that passed.
@@ -328,19 +297,27 @@ def run_accuracy_guard(
     if not 0.0 <= min_agreement <= 100.0:
         raise EdgesegError(f"--min-agreement must be a percentage in [0, 100], got {min_agreement}")
     steps: list[dict[str, Any]] = []
-    seconds = {"quantize": 0.0, "evaluate": 0.0, "rank": 0.0}
+    seconds = {"quantize": 0.0, "evaluate": 0.0, "rank": 0.0, **({"predict": 0.0} if predict else {})}
+    seen: dict[str, tuple[int, Evaluation]] = {}  # graph digest → (layers excluded, its evaluation)
 
-    def timed(what: str, fn: Callable[[Any], Any], arg: Any) -> Any:
+    def timed(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         start = time.perf_counter()
         try:
-            return fn(arg)
+            return fn(*args)
         finally:
             seconds[what] += time.perf_counter() - start
 
     def attempt(excluded: list[str]) -> tuple[Path, Evaluation]:
         path = timed("quantize", quantize, excluded)
-        evaluation = timed("evaluate", evaluate, path)
-        record = {"excluded": len(excluded), **evaluation.to_dict()}
+        digest = _digest(path)
+        if digest is not None and digest in seen:
+            k, evaluation = seen[digest]
+            same = {"same_graph_as": k}
+        else:
+            evaluation, same = timed("evaluate", evaluate, path), {}
+            if digest is not None:
+                seen[digest] = (len(excluded), evaluation)
+        record = {"excluded": len(excluded), **evaluation.to_dict(), **same}
         steps.append(record)
         if on_step:
             on_step(record)
@@ -349,19 +326,67 @@ def run_accuracy_guard(
     def holds(e: Evaluation) -> bool:
         return e.drop <= budget and e.pixel_agreement >= min_agreement
 
+    def result(evaluation: Evaluation, excluded: list[str], ranking: Ranking | None) -> GuardResult:
+        return GuardResult(budget, evaluation, min_agreement, excluded=excluded,
+                           ranking=ranking.ranked if ranking is not None else [],
+                           layers=len(ranking) if ranking is not None else 0,
+                           rank_sessions=getattr(ranking, "sessions", None), steps=steps, seconds=seconds)
+
     path, evaluation = attempt([])
     if holds(evaluation):
-        return GuardResult(budget, evaluation, min_agreement, steps=steps, seconds=seconds)
-    ranking = timed("rank", rank, path)
-    for k in exclusion_schedule(len(ranking)):
-        excluded = [name for name, _ in ranking[:k]]
+        return result(evaluation, [], None)
+    first = evaluation
+    ranked = timed("rank", rank, path)
+    ranking: Ranking = _ListRanking(ranked) if isinstance(ranked, list) else ranked
+    schedule = exclusion_schedule(len(ranking))
+
+    def top(i: int) -> list[str]:
+        # Scoring the layers a step needs is ranking time, whenever it happens.
+        return [name for name, _ in timed("rank", ranking.top, schedule[i])]
+
+    # Where to start: the first step predicted to hold. The search below then returns the step the
+    # plain upward walk would (assuming a step that holds is followed by steps that hold), from
+    # fewer re-quantizations: the step below the prediction, then up or down from there.
+    start = 0
+    if predict is not None:
+        # Predictions stop at a quarter of the layers: further steps would rank nearly every layer.
+        while (start < len(schedule) - 1 and schedule[start] <= len(ranking) / 4
+               and not timed("predict", predict, top(start), first)):
+            start += 1
+    i = start - 1 if start > 0 else 0
+    excluded = top(i)
+    path, evaluation = attempt(excluded)
+    if holds(evaluation) and i > 0:
+        passed = i  # predicted too late: walk down while the steps hold
+        while passed > 0:
+            below = top(passed - 1)
+            path, evaluation = attempt(below)
+            if not holds(evaluation):
+                break
+            passed -= 1
+        excluded = top(passed)
+        if excluded != below or not holds(evaluation):
+            path, evaluation = attempt(excluded)  # the graph written last must be the one kept
+        return result(evaluation, excluded, ranking)
+    while not holds(evaluation) and i < len(schedule) - 1:
+        i += 1
+        excluded = top(i)
         path, evaluation = attempt(excluded)
-        if holds(evaluation):
-            return GuardResult(budget, evaluation, min_agreement, excluded=excluded, ranking=ranking,
-                               steps=steps, seconds=seconds)
+    if holds(evaluation):
+        return result(evaluation, excluded, ranking)
     raise AccuracyGateError(
         f"INT8 graph misses its target even with all {len(ranking)} INT8 layers excluded: mIoU drop "
         f"{against(evaluation.drop, budget)} (allowed ≤ {budget}), pixel agreement "
         f"{against(evaluation.pixel_agreement, min_agreement)}% (needed ≥ {min_agreement}%"
         f"{'; stopped early, out of reach' if evaluation.stopped_early else ''}); "
         "use --precision fp16 or relax --max-miou-drop / --min-agreement")
+
+
+def _digest(path: Path) -> str | None:
+    """sha256 of the graph file, or None when ``quantize`` wrote none there (test doubles)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None

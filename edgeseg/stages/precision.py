@@ -17,6 +17,8 @@ __all__ = ["CalibrateStage", "Fp16Stage", "QuantizeStage"]
 
 FP16_ONNX = onnx_name(Precision.FP16)
 INT8_ONNX = onnx_name(Precision.INT8)
+#: Tuning images (those the last evaluation got most wrong) the guard's step prediction runs on.
+PREDICT_IMAGES = 4
 
 
 class Fp16Stage(Stage):
@@ -179,7 +181,7 @@ class QuantizeStage(Stage):
 
     def _quantize_with_guard(self, ctx: BuildContext, path: Path) -> dict[str, Any]:
         from edgeseg.export.onnx_export import load_onnx, module_scopes
-        from edgeseg.precision.guard import ReferenceEvaluator, layer_sensitivity, run_accuracy_guard
+        from edgeseg.precision.guard import ReferenceEvaluator, run_accuracy_guard
         from edgeseg.precision.int8 import quantize_int8
 
         sim, cache = ctx.path(SIM_ONNX), self._calibrate.cache(ctx)
@@ -222,9 +224,29 @@ class QuantizeStage(Stage):
                 # A step that can no longer reach the agreement gate stops there: same verdict.
                 return evaluator.evaluate(onnx_path, progress=progress, stop_below=gate)
 
-        def rank(onnx_path: Path) -> list[tuple[str, float]]:
-            with ctx.reporter.task("ranking INT8 layers by sensitivity", 0) as progress:
-                return layer_sensitivity(onnx_path, validation.images[:2], progress=progress)
+        ranked: dict[str, Any] = {}
+
+        def rank(onnx_path: Path) -> Any:
+            from edgeseg.precision.sensitivity import SensitivityRanking
+
+            # Groups of layers are scored here; single layers later, as the exclusion steps need them.
+            with ctx.reporter.task("ranking INT8 layers by sensitivity (groups first)", 0) as progress:
+                ranked["ranking"] = SensitivityRanking(onnx_path, validation.images[:2], progress=progress)
+            return ranked["ranking"]
+
+        def predict(excluded: list[str], first: Any) -> bool:
+            # Where the guard's search starts (never its verdict): the tuning set's disagreement,
+            # scaled by how much bypassing these layers' Q/DQ helps on the images it got most wrong.
+            if first.pixel_agreement >= gate:
+                return True  # the mIoU budget failed, not agreement: nothing to scale
+            if "worst" not in ranked:  # the fully quantized graph's worst images (its evaluation's)
+                ranked["worst"] = evaluator.worst(PREDICT_IMAGES)
+            worst, wrong = ranked["worst"]
+            if wrong == 0:
+                return True
+            images, reference = validation.images[worst], evaluator.reference[worst]
+            now = ranked["ranking"].wrong_pixels(excluded, images, reference)
+            return 100.0 - (100.0 - first.pixel_agreement) * now / wrong >= gate
 
         def on_step(step: dict[str, Any]) -> None:
             partial = (f" (stopped after {step['images']} of {len(validation)} images: gate out of reach)"
@@ -235,8 +257,8 @@ class QuantizeStage(Stage):
 
         # Without labels only the agreement with the FP32 reference can be held to a gate.
         budget = ctx.options.max_miou_drop if validation.masks is not None else math.inf
-        guard = run_accuracy_guard(budget=budget, min_agreement=gate,
-                                   quantize=quantize, evaluate=evaluate, rank=rank, on_step=on_step)
+        guard = run_accuracy_guard(budget=budget, min_agreement=gate, quantize=quantize, evaluate=evaluate,
+                                   rank=rank, on_step=on_step, predict=predict)
         scopes = module_scopes(load_onnx(ctx.path(RAW_ONNX)))
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
                                            "labels": validation.masks is not None,

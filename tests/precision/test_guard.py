@@ -15,11 +15,11 @@ from edgeseg.precision.guard import (
     Evaluation,
     ReferenceEvaluator,
     exclusion_schedule,
-    layer_sensitivity,
     run_accuracy_guard,
 )
 from edgeseg.precision.int8 import quantize_int8, write_calibration_cache
 from edgeseg.precision.ranges import collect_ranges
+from edgeseg.precision.sensitivity import SensitivityRanking
 
 
 class OutlierNet(nn.Module):
@@ -81,11 +81,9 @@ def test_guard_excludes_exactly_the_sensitive_layer(outlier_build: dict) -> None
     c2 = outlier_build["convs"][1]
     # Labels = the FP32 model's own predictions, so the reference scores 100 mIoU.
     evaluator = ReferenceEvaluator(images, reference, reference, num_classes=4)
-    ranked: list = []
 
-    def rank(path: Path) -> list:
-        ranked.extend(layer_sensitivity(path, images[:2]))
-        return ranked
+    def rank(path: Path) -> SensitivityRanking:
+        return SensitivityRanking(path, images[:2])
 
     result = run_accuracy_guard(
         budget=1.0,
@@ -95,7 +93,11 @@ def test_guard_excludes_exactly_the_sensitive_layer(outlier_build: dict) -> None
         rank=rank,
     )
     assert result.steps[0]["excluded"] == 0 and result.steps[0]["miou_drop"] > 20  # INT8 everywhere breaks
-    assert result.excluded == [c2]
+    assert result.excluded == [c2] and result.ranking[0][0] == c2
+    # Every layer scored alone: c2 stands far above the others.
+    full = quantize_int8(sim, folder / "full.int8.onnx", calibration_cache=cache, sample=images[:1],
+                         high_precision_dtype="fp32").path
+    ranked = SensitivityRanking(full, images[:2], group_size=1).top(3)
     assert ranked[0][0] == c2 and ranked[0][1] > 5 * ranked[1][1]
     assert result.evaluation.drop <= 1.0 and result.evaluation.pixel_agreement > 99.0
     report = result.to_dict()

@@ -10,7 +10,9 @@ import torch
 
 from edgeseg.errors import AccuracyGateError
 from edgeseg.precision.guard import Evaluation, ReferenceEvaluator, run_accuracy_guard
-from edgeseg.precision.int8 import quantize_int8
+from edgeseg.precision.int8 import quantize_int8, write_calibration_cache
+from edgeseg.precision.ranges import collect_ranges
+from edgeseg.precision.sensitivity import SensitivityRanking
 
 from .test_guard import _quadrant_images, outlier_build  # noqa: F401  (module fixture reused)
 
@@ -81,8 +83,8 @@ def test_guard_records_its_time_and_early_stops() -> None:
 
 def test_bypassed_pairs_are_removed_not_left_to_run(int8_everywhere: dict) -> None:
     from edgeseg.export import load_onnx
-    from edgeseg.precision.guard import _bypass_qdq
     from edgeseg.precision.int8 import quantized_nodes
+    from edgeseg.precision.sensitivity import bypass_qdq
 
     model = load_onnx(int8_everywhere["path"])
     layers = quantized_nodes(model)
@@ -94,9 +96,122 @@ def test_bypassed_pairs_are_removed_not_left_to_run(int8_everywhere: dict) -> No
                    and produced[n.input[0]].op_type == "QuantizeLinear" for n in nodes)
 
     assert qdq_pairs(model) >= len(layers) > 1
-    assert qdq_pairs(_bypass_qdq(model, keep=None)) == 0
-    only = _bypass_qdq(model, keep=layers[1])
+    assert qdq_pairs(bypass_qdq(model)) == 0
+    only = bypass_qdq(model, keep=[layers[1]])
     # Only the kept layer's pairs (its input, and its weights where they are Q/DQ too) remain.
     assert 1 <= qdq_pairs(only) <= 2 and quantized_nodes(only) == [layers[1]]
     assert {n.op_type for n in only.graph.node} - {"QuantizeLinear", "DequantizeLinear"} == {
         n.op_type for n in model.graph.node} - {"QuantizeLinear", "DequantizeLinear"}
+
+
+def test_a_graph_identical_to_the_previous_step_is_not_evaluated_again(tmp_path: Path) -> None:
+    # modelopt may ignore an exclusion (the graph comes out byte for byte the same): same verdict.
+    evaluated: list[str] = []
+
+    def quantize(excluded: list[str]) -> Path:
+        path = tmp_path / "model.int8.onnx"
+        path.write_text("graph with b excluded" if "b" in excluded else "graph")
+        return path
+
+    def evaluate(path: Path) -> Evaluation:
+        evaluated.append(path.read_text())
+        return Evaluation(80.0, 80.0, 99.6 if "b" in path.read_text() else 99.0, 8)
+
+    result = run_accuracy_guard(budget=1.0, min_agreement=99.5, quantize=quantize, evaluate=evaluate,
+                                rank=lambda _: [("a", 2.0), ("b", 1.0)])
+    assert evaluated == ["graph", "graph with b excluded"]
+    assert [s.get("same_graph_as") for s in result.steps] == [None, 0, None]
+    assert result.steps[1]["pixel_agreement"] == 99.0 and result.excluded == ["a", "b"]
+
+
+@pytest.fixture(scope="module")
+def mobile_int8(tmp_path_factory: pytest.TempPathFactory, images: np.ndarray) -> Path:
+    """A MobileNet-style net (random weights, 32x32), every layer the placement chose in INT8."""
+    from tiny_nets import MobileSegNet
+
+    from edgeseg.export import ExportConfig, export_onnx, simplify_onnx
+
+    folder = tmp_path_factory.mktemp("mobile")
+    torch.manual_seed(0)
+    export_onnx(MobileSegNet(width=0.5).eval(), folder / "model.onnx", ExportConfig(input_size=(32, 32)))
+    simplify_onnx(folder / "model.onnx", folder / "model.sim.onnx")
+    write_calibration_cache(folder / "c.cache", collect_ranges(folder / "model.sim.onnx", images[:4], "max"))
+    sim, cache = folder / "model.sim.onnx", folder / "c.cache"
+    return quantize_int8(sim, folder / "model.int8.onnx", calibration_cache=cache, sample=images[:1],
+                         high_precision_dtype="fp32").path
+
+
+def test_ranking_scores_groups_first_and_finds_the_same_top_layers(mobile_int8: Path,
+                                                                   images: np.ndarray) -> None:
+    every = SensitivityRanking(mobile_int8, images[:2], group_size=1)
+    lazy = SensitivityRanking(mobile_int8, images[:2])
+    assert len(lazy) == len(every) >= 30
+    top = every.top(4)
+    assert every.sessions == len(every) + 1  # each layer alone, and the reference
+    # The same layers in the same order with the same scores, from fewer graph runs than layers.
+    assert lazy.top(4) == top and lazy.sessions < len(lazy) and lazy.ranked == top
+    with pytest.raises(ValueError, match="group_size must be >= 1, got 0"):
+        SensitivityRanking(mobile_int8, images[:2], group_size=0)
+
+
+def test_a_stopped_evaluation_puts_the_images_it_got_most_wrong_first(int8_everywhere: dict) -> None:
+    from edgeseg.export import load_onnx
+    from edgeseg.precision.sensitivity import _run_graph
+
+    images, path = int8_everywhere["images"], int8_everywhere["path"]
+    labels = _run_graph(load_onnx(path), images).argmax(1)
+    # A reference that differs from the graph in a known, different number of rows per image.
+    rows = np.random.default_rng(0).permutation(len(images)) + 1
+    reference = labels.copy()
+    for i, r in enumerate(rows):
+        reference[i, :r] = (labels[i, :r] + 1) % 4
+    wrong = rows * labels.shape[-1]
+    evaluator = ReferenceEvaluator(images, reference, reference, num_classes=4)
+    # The gate is out of reach once about half of all the wrong pixels have been seen.
+    gate = 100.0 * (1 - wrong.sum() / 2 / reference.size)
+    first = evaluator.evaluate(path, stop_below=gate)
+    assert first.stopped_early and 3 <= first.images < len(images)
+    assert list(wrong[:first.images]) != sorted(wrong[:first.images], reverse=True)  # not in order already
+    # The images run come first, most wrong first; those not run keep their order behind them.
+    order = list(evaluator._order)
+    assert order[:first.images] == sorted(range(first.images), key=lambda i: -wrong[i])
+    assert order[first.images:] == list(range(first.images, len(images)))
+    again = evaluator.evaluate(path, stop_below=gate)
+    assert again.stopped_early and again.images < first.images
+
+
+@pytest.mark.parametrize("predicted_k", [1, 2, 4, 6, 9, None])
+def test_a_predicted_start_finds_the_step_the_upward_walk_finds(tmp_path: Path,
+                                                                predicted_k: int | None) -> None:
+    # 40 layers (steps 1, 2, 3, 4, 6, 9, 14, ...); agreement rises with each layer excluded; 4 reach
+    # the gate. Predictions are asked up to a quarter of the layers (steps up to 9).
+    ranking = [(f"l{i}", 40.0 - i) for i in range(40)]
+    quantized: list[int] = []
+
+    def quantize(excluded: list[str]) -> Path:
+        quantized.append(len(excluded))
+        path = tmp_path / "model.int8.onnx"
+        path.write_text(f"{len(excluded)} excluded")
+        return path
+
+    def evaluate(path: Path) -> Evaluation:
+        k = int(path.read_text().split()[0])
+        return Evaluation(80.0, 80.0, 99.0 + 0.15 * k, 8)
+
+    def predict(excluded: list[str], first: Evaluation) -> bool:
+        assert first.pixel_agreement == 99.0  # the fully quantized graph's evaluation
+        return predicted_k is not None and len(excluded) >= predicted_k
+
+    result = run_accuracy_guard(budget=1.0, min_agreement=99.5, quantize=quantize, evaluate=evaluate,
+                                rank=lambda _: ranking, predict=predict)
+    linear = run_accuracy_guard(budget=1.0, min_agreement=99.5, quantize=quantize, evaluate=evaluate,
+                                rank=lambda _: ranking)
+    assert result.excluded == linear.excluded == ["l0", "l1", "l2", "l3"]
+    assert result.evaluation.pixel_agreement == pytest.approx(99.6)
+    steps = [s["excluded"] for s in result.steps]
+    assert steps[-1] == 4 and quantized[len(steps) - 1] == 4  # the graph written last is the one kept
+    # From the step below the prediction: up while the steps fail, down while they hold.
+    expected = {1: [0, 1, 2, 3, 4], 2: [0, 1, 2, 3, 4], 4: [0, 3, 4], 6: [0, 4, 3, 4], 9: [0, 6, 4, 3, 4],
+                None: [0, 9, 6, 4, 3, 4]}
+    assert steps == expected[predicted_k]
+    assert "predict" in result.seconds and "predict" not in linear.seconds
