@@ -43,5 +43,7 @@ def test_test_only_packages_live_in_the_dev_extra() -> None:
     extra = project["optional-dependencies"]["dev"]
     dev = {re.split(r"[\s\[<>=!;~]", s, maxsplit=1)[0].lower() for s in extra}
     declared = _requirements()
-    for name in ("pytest", "pytest-xdist", "hypothesis", "onnxconverter-common", "ruff", "mypy", "transformers"):
+    test_only = ("pytest", "pytest-xdist", "hypothesis", "onnxconverter-common", "ruff", "mypy",
+                 "transformers")
+    for name in test_only:
         assert name in dev and name not in declared, name
