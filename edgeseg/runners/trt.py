@@ -125,13 +125,21 @@ def _is_device_array(value: Any) -> bool:
     return bool(is_cuda) if is_cuda is not None else hasattr(value, "__cuda_array_interface__")
 
 
+# CUDA Array Interface v3 stream values that are not stream handles (legacy, per-thread default).
+_DEFAULT_STREAM_IDS = (1, 2)
+
+
 def _device_tensor(value: Any) -> Any:
     """A contiguous, aligned PyTorch CUDA tensor over ``value``'s memory, once its producer is done."""
     import torch
 
     if not isinstance(value, torch.Tensor):
         stream = value.__cuda_array_interface__.get("stream")
-        if stream is not None:
+        if stream in _DEFAULT_STREAM_IDS:
+            # Protocol v3's 1 / 2 name the legacy / per-thread default stream, not a handle:
+            # ExternalStream(1) raised "invalid StreamId1" on an H200; a device sync covers both.
+            torch.cuda.synchronize()
+        elif stream is not None:
             # Protocol v3: work pending on the producer's stream must finish before TensorRT reads.
             torch.cuda.ExternalStream(int(stream)).synchronize()
         value = torch.as_tensor(value, device="cuda")

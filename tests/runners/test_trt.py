@@ -75,7 +75,16 @@ def test_device_inputs_are_made_contiguous_and_aligned() -> None:
     assert _device_tensor(channels_last).is_contiguous()
     assert _device_tensor(whole).data_ptr() == whole.data_ptr()  # aligned and dense: no copy
 
-    class Foreign:  # a CuPy-like producer with a stream (CUDA array interface v3)
+    class Foreign:  # a CuPy-like producer on the legacy default stream (CUDA array interface v3: 1)
         __cuda_array_interface__ = dict(whole.__cuda_array_interface__, version=3, stream=1)
 
+    # Stream 1 is a marker, not a handle: torch.cuda.ExternalStream(1) raised "invalid StreamId1"
+    # here on an H200 (2026-12-04) before the marker values were handled.
     assert _device_tensor(Foreign()).data_ptr() == whole.data_ptr()
+
+    side = torch.cuda.Stream()
+
+    class OnItsStream:  # a producer with its own stream: a real handle, synchronized as such
+        __cuda_array_interface__ = dict(whole.__cuda_array_interface__, version=3, stream=side.cuda_stream)
+
+    assert _device_tensor(OnItsStream()).data_ptr() == whole.data_ptr()
