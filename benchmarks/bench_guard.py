@@ -72,13 +72,18 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
             env = {**os.environ, "PYTHONPATH": str(path), "OMP_WAIT_POLICY": "PASSIVE"}
             load = os.getloadavg()
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", "from edgeseg.cli import main; main()", "build",
+            # Run from the tree itself: ``python -c`` puts the working folder first on sys.path.
+            code = "import edgeseg; print(edgeseg.__file__); from edgeseg.cli import main; main()"
+            proc = subprocess.run([sys.executable, "-c", code, "build",
                                    "--precision", "int8", "--out-dir", str(work), "--name", name],
-                                  env=env, capture_output=True, text=True)
+                                  env=env, cwd=path, capture_output=True, text=True)
             wall = time.perf_counter() - start
             if proc.returncode != 0:
                 raise SystemExit(f"{name}: build failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+            if not proc.stdout.startswith(str(path)):
+                raise SystemExit(f"{name}: ran {proc.stdout.splitlines()[0]}, not the package in {path}")
             run = {"run": name, "tree": str(path), "load_at_start": [round(v, 2) for v in load],
+                   "package": proc.stdout.splitlines()[0],
                    "wall_s": round(wall, 1), **_guard_summary(work / name)}
             runs.append(run)
             g = run["guard"]
@@ -90,7 +95,7 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --- mobile ---------------------------------------------------------------------------------------
-def _train(iters: int, seed: int, images: int) -> Any:
+def _train(iters: int, seed: int, images: int, bn_spread: float) -> Any:
     """MobileSegNet trained with Adam on ``images`` synthetic training images (seeded)."""
     import numpy as np
     import torch
@@ -107,7 +112,7 @@ def _train(iters: int, seed: int, images: int) -> Any:
                                indices=list(range(images)))
     assert data.masks is not None
     x, y = torch.from_numpy(data.images), torch.from_numpy(data.masks)
-    net = MobileSegNet(num_classes=7)
+    net = MobileSegNet(num_classes=7, bn_spread=bn_spread)
     opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=iters)
     rng = np.random.default_rng(seed)
@@ -126,7 +131,8 @@ def _train(iters: int, seed: int, images: int) -> Any:
         if (it + 1) % 100 == 0:
             print(f"train {it + 1}/{iters}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)",
                   flush=True)
-    return net.eval(), {"iters": iters, "seed": seed, "images": images, "final_loss": round(loss.item(), 4),
+    return net.eval(), {"iters": iters, "seed": seed, "images": images, "bn_spread": bn_spread,
+                        "final_loss": round(loss.item(), 4),
                         "seconds": round(time.perf_counter() - start, 1)}
 
 
@@ -137,7 +143,7 @@ def _mobile(args: argparse.Namespace) -> dict[str, Any]:
     from edgeseg.bench import machine_info
     from edgeseg.errors import AccuracyGateError
 
-    net, training = _train(args.iters, args.seed, args.train_images)
+    net, training = _train(args.iters, args.seed, args.train_images, args.bn_spread)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="bench-guard-mobile-"))
     torch.save(net.state_dict(), work / "mobile_seg.pt")
     variants = {"naive": {"guard": False}, "guard": {}}
@@ -172,6 +178,8 @@ def main() -> None:
     mobile.add_argument("--iters", type=int, default=600, help="training iterations (batch 16)")
     mobile.add_argument("--train-images", type=int, default=400)
     mobile.add_argument("--seed", type=int, default=0)
+    mobile.add_argument("--bn-spread", type=float, default=1.0,
+                        help="BatchNorm scales start log-uniform in [1/S, S] (MobileSegNet's bn_spread)")
     mobile.add_argument("--workdir", help="where the builds go (default: a new temporary folder)")
     mobile.add_argument("--only", nargs="*", help="variants to build (default: all)")
     for p in (speed, mobile):

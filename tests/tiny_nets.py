@@ -6,6 +6,8 @@ Importable from every test package as ``tiny_nets``: pytest puts ``tests/`` on `
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,9 +90,13 @@ class MobileSegNet(nn.Module):
     Args:
         num_classes: output classes. Defaults to 7 (the synthetic set's).
         width: channel multiplier. Defaults to 1.0.
+        bn_spread: BatchNorm scales start log-uniform in ``[1/bn_spread, bn_spread]`` (drawn from
+            torch's global RNG) instead of 1, so per-channel activation ranges differ widely, as
+            in long-trained MobileNets, which a few CPU minutes of training do not reach. Defaults
+            to 1 (PyTorch's initialisation).
     """
 
-    def __init__(self, num_classes: int = 7, width: float = 1.0) -> None:
+    def __init__(self, num_classes: int = 7, width: float = 1.0, bn_spread: float = 1.0) -> None:
         super().__init__()
 
         def c(n: int) -> int:
@@ -111,6 +117,12 @@ class MobileSegNet(nn.Module):
         self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, c(64), 1), nn.Sigmoid())
         self.classifier = nn.Conv2d(c(64), num_classes, 1)
         self.low_classifier = nn.Conv2d(c(24), num_classes, 1)
+        if bn_spread != 1.0:
+            with torch.no_grad():
+                for bn in self.modules():
+                    if isinstance(bn, nn.BatchNorm2d):
+                        u = 2 * torch.rand(bn.num_features) - 1
+                        bn.weight.copy_(torch.exp(u * math.log(bn_spread)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
         size = x.shape[-2:]

@@ -112,6 +112,7 @@ class SensitivityRanking:
         self._reference = self._output(())
         self._scale = float(self._reference.var()) or 1.0
         self._ranked: list[tuple[str, float]] = []
+        self._macs: dict[str, int] = {}
         # Max-heap of (−score, graph position of the first member, members): the position breaks ties.
         self._heap: list[tuple[float, int, list[str]]] = []
         for start in range(0, len(self.layers), group_size):
@@ -137,16 +138,37 @@ class SensitivityRanking:
             self._push(start + half, members[half:])
         return self._ranked[:k]
 
-    def wrong_pixels(self, excluded: Collection[str], images: np.ndarray, reference: np.ndarray) -> int:
+    def wrong_pixels(self, excluded: Collection[str], images: np.ndarray, reference: np.ndarray, *,
+                     stop_above: float = np.inf) -> int:
         """Pixels whose class differs from ``reference`` when the ``excluded`` layers are not INT8.
 
         A proxy for re-quantizing without them: their Q/DQ pairs are bypassed in this graph, while
-        modelopt's own exclusion may also change its placement around them (residual adds).
+        modelopt's own exclusion may also change its placement around them (residual adds). Images
+        run one by one; once more than ``stop_above`` pixels differ the rest are not run (the count
+        so far is returned).
         """
+        from edgeseg.compare import infer
+        from edgeseg.runners.onnxrt import OnnxrtRunner
+
         gone = set(excluded)
-        keep = [n for n in self.layers if n not in gone]
-        labels = _run_graph(bypass_qdq(self._model, keep), images).argmax(1)
-        return int(np.sum(labels != reference))
+        model = bypass_qdq(self._model, [n for n in self.layers if n not in gone])
+        wrong = 0
+        with OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled",  # type: ignore[attr-defined]
+                          name="prediction") as runner:
+            for image, ref in zip(images, reference, strict=True):
+                wrong += int(np.sum(infer(runner, image[None]).argmax(1)[0] != ref))
+                if wrong > stop_above:
+                    break
+        return wrong
+
+    def macs(self, layer: str) -> int:
+        """Multiply-accumulates per image that ``layer`` runs in INT8 here (0 for an Add, a pool)."""
+        from edgeseg.precision.coverage import int8_coverage
+
+        if "all" not in self._macs:
+            self._macs["all"] = int8_coverage(self._model).macs_int8
+        without = int8_coverage(bypass_qdq(self._model, [n for n in self.layers if n != layer])).macs_int8
+        return self._macs["all"] - without
 
     def _push(self, start: int, members: list[str]) -> None:
         out = self._output(members)

@@ -18,7 +18,7 @@ __all__ = ["CalibrateStage", "Fp16Stage", "QuantizeStage"]
 FP16_ONNX = onnx_name(Precision.FP16)
 INT8_ONNX = onnx_name(Precision.INT8)
 #: Tuning images (those the last evaluation got most wrong) the guard's step prediction runs on.
-PREDICT_IMAGES = 4
+PREDICT_IMAGES = 8
 
 
 class Fp16Stage(Stage):
@@ -244,9 +244,10 @@ class QuantizeStage(Stage):
             worst, wrong = ranked["worst"]
             if wrong == 0:
                 return True
+            # Holds when the wrong pixels on these images shrink by the factor the gate needs.
+            allowed = wrong * (100.0 - gate) / (100.0 - first.pixel_agreement)
             images, reference = validation.images[worst], evaluator.reference[worst]
-            now = ranked["ranking"].wrong_pixels(excluded, images, reference)
-            return 100.0 - (100.0 - first.pixel_agreement) * now / wrong >= gate
+            return ranked["ranking"].wrong_pixels(excluded, images, reference, stop_above=allowed) <= allowed
 
         def on_step(step: dict[str, Any]) -> None:
             partial = (f" (stopped after {step['images']} of {len(validation)} images: gate out of reach)"
@@ -260,7 +261,12 @@ class QuantizeStage(Stage):
         guard = run_accuracy_guard(budget=budget, min_agreement=gate, quantize=quantize, evaluate=evaluate,
                                    rank=rank, on_step=on_step, predict=predict)
         scopes = module_scopes(load_onnx(ctx.path(RAW_ONNX)))
+        # What was kept out of INT8 and why: each layer's ranking score and the MACs it would run in INT8.
+        scores = dict(guard.ranking)
+        kept = [{"layer": n, "module": scopes.get(n, ""), "relative_error": float(f"{scores[n]:.4g}"),
+                 "macs": ranked["ranking"].macs(n)} for n in guard.excluded]
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
                                            "labels": validation.masks is not None,
                                            **guard.to_dict(),
-                                           "excluded_modules": [scopes.get(n, "") for n in guard.excluded]}}
+                                           "excluded_modules": [scopes.get(n, "") for n in guard.excluded],
+                                           "kept": kept}}

@@ -215,3 +215,31 @@ def test_a_predicted_start_finds_the_step_the_upward_walk_finds(tmp_path: Path,
                 None: [0, 9, 6, 4, 3, 4]}
     assert steps == expected[predicted_k]
     assert "predict" in result.seconds and "predict" not in linear.seconds
+
+
+def test_each_layer_reports_the_int8_macs_it_runs(mobile_int8: Path, images: np.ndarray) -> None:
+    from edgeseg.export import load_onnx
+    from edgeseg.precision.coverage import int8_coverage
+
+    ranking = SensitivityRanking(mobile_int8, images[:2])
+    nodes = {n.name: n.op_type for n in load_onnx(mobile_int8).graph.node}
+    macs = {layer: ranking.macs(layer) for layer in ranking.layers}
+    # The stem: a 3x3 conv, 3 -> 8 channels, stride 2, a 16x16 output at 32x32.
+    assert macs[ranking.layers[0]] == 8 * 16 * 16 * 3 * 3 * 3
+    assert all(macs[n] == 0 for n in macs if nodes[n] not in ("Conv", "ConvTranspose", "Gemm", "MatMul"))
+    assert sum(macs.values()) == int8_coverage(mobile_int8).macs_int8 > 0
+
+
+def test_wrong_pixels_of_a_bypass_proxy_stop_once_above_the_limit(int8_everywhere: dict) -> None:
+    from edgeseg.export import load_onnx
+    from edgeseg.precision.sensitivity import _run_graph
+
+    images, reference, path = int8_everywhere["images"], int8_everywhere["reference"], int8_everywhere["path"]
+    ranking = SensitivityRanking(path, images[:2])
+    per_image = (_run_graph(load_onnx(path), images).argmax(1) != reference).reshape(len(images), -1).sum(1)
+    assert per_image[0] > 0
+    # Nothing excluded: the proxy is the quantized graph itself; with every layer excluded, FP32.
+    assert ranking.wrong_pixels([], images, reference) == per_image.sum()
+    assert ranking.wrong_pixels(ranking.layers, images, reference) == 0
+    # Above the limit after the first image: the other images are not run.
+    assert ranking.wrong_pixels([], images, reference, stop_above=0) == per_image[0]
