@@ -265,6 +265,10 @@ class QuantizeStage(Stage):
         scores = dict(guard.ranking)
         kept = [{"layer": n, "module": scopes.get(n, ""), "relative_error": float(f"{scores[n]:.4g}"),
                  "macs": ranked["ranking"].macs(n)} for n in guard.excluded]
+        if kept:
+            ctx.reporter.note("accuracy guard kept out of INT8 (layer, module, output error alone, MACs): "
+                              + "; ".join(f"{k['layer']} ({k['module'] or '?'}, {k['relative_error']:.3g}, "
+                                          f"{k['macs']:,})" for k in kept))
         return {**last, "accuracy_guard": {"status": "done", "validation": validation.source,
                                            "labels": validation.masks is not None,
                                            **guard.to_dict(),
