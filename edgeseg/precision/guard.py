@@ -11,9 +11,10 @@ agreement is measured over every pixel.
 Sensitivity is end to end (:mod:`edgeseg.precision.sensitivity`): what quantizing a layer does to
 the graph's output, ranked lazily, so only as many layers are scored alone as the exclusion steps
 need. Interactions between layers are ignored; the loop re-evaluates the real graph after every
-exclusion step, so they only cost extra steps. A step whose re-quantized graph is byte for byte
-the previous step's (modelopt ignored the exclusion) reuses that evaluation: same graph, same
-verdict.
+exclusion step, so they only cost extra steps. An optional cheap prediction picks the step the
+search starts from (see :func:`run_accuracy_guard`); verdicts are always real evaluations. A step
+whose re-quantized graph is byte for byte one already evaluated (modelopt ignored the exclusion)
+reuses that evaluation: same graph, same verdict.
 """
 
 from __future__ import annotations
