@@ -4,8 +4,8 @@ Two measurements, each a JSON file:
 
 ``speed``
     ``edgeseg build --precision int8`` (the demo model, defaults) from an empty folder, alternately
-    with this tree and with ``--old-tree`` (a copy of ``edgeseg/`` from another commit, run through
-    ``PYTHONPATH``), so that the load of a shared machine falls on both alike. Per run: the build's
+    with this tree and with each ``--old-tree`` (a copy of ``edgeseg/`` from another commit, run
+    from its own folder), so that the load of a shared machine falls on all alike. Per run: the build's
     wall time, ``stages.quantize.duration_s``, the guard's own seconds (quantize / evaluate / rank),
     its steps and excluded layers, and the held-out figures of ``report.json``.
 
@@ -19,7 +19,7 @@ Two measurements, each a JSON file:
 
 Usage::
 
-    python benchmarks/bench_guard.py speed --old-tree /tmp/old --runs 3 --json guard_speed.json
+    python benchmarks/bench_guard.py speed --old-tree /tmp/old /tmp/orig --runs 3 --json guard_speed.json
     python benchmarks/bench_guard.py mobile --iters 600 --json guard_mobile.json
 """
 
@@ -61,13 +61,16 @@ def _guard_summary(folder: Path) -> dict[str, Any]:
 def _speed(args: argparse.Namespace) -> dict[str, Any]:
     from edgeseg.bench import machine_info
 
-    old = Path(args.old_tree).resolve()
-    if not (old / "edgeseg" / "__init__.py").is_file():
-        raise SystemExit(f"--old-tree {old}: no edgeseg/ package in it")
+    trees = [("new", ROOT)]
+    for tree in args.old_tree:
+        path = Path(tree).resolve()
+        if not (path / "edgeseg" / "__init__.py").is_file():
+            raise SystemExit(f"--old-tree {path}: no edgeseg/ package in it")
+        trees.append((path.name, path))
     work = Path(tempfile.mkdtemp(prefix="bench-guard-"))
     runs = []
     for i in range(args.runs):
-        for version, path in (("new", ROOT), ("old", old)):
+        for version, path in trees:
             name = f"{version}{i + 1}"
             env = {**os.environ, "PYTHONPATH": str(path), "OMP_WAIT_POLICY": "PASSIVE"}
             load = os.getloadavg()
@@ -87,7 +90,7 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
                    "wall_s": round(wall, 1), **_guard_summary(work / name)}
             runs.append(run)
             g = run["guard"]
-            print(f"{name}: load {load[0]:.2f}, wall {wall:.1f} s, guard {g['seconds']}, "
+            print(f"{name}: load {load[0]:.2f}, wall {wall:.1f} s, guard {g.get('seconds')}, "
                   f"excluded {g['excluded_layers']}, held-out {run['heldout']}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
     return {"machine": machine_info(), "command": "edgeseg build --precision int8 (demo defaults)",
@@ -188,7 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     speed = sub.add_parser("speed", help="demo build, this tree vs --old-tree, alternately")
-    speed.add_argument("--old-tree", required=True, help="folder holding the edgeseg/ package to compare")
+    speed.add_argument("--old-tree", required=True, nargs="+",
+                       help="folders holding the edgeseg/ packages to compare (runs are named after them)")
     speed.add_argument("--runs", type=int, default=3)
     mobile = sub.add_parser("mobile", help="MobileNet-style net: naive INT8 vs the guard (held-out)")
     mobile.add_argument("--iters", type=int, default=600, help="training iterations (batch 16)")
