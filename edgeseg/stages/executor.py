@@ -25,7 +25,9 @@ from typing import Any
 
 from edgeseg._memory import PeakRss
 from edgeseg.build_folder import CARD_FILE, BuildRecord, Precision, folder_lock, graph_precision
+from edgeseg.checkpoint import load_card
 from edgeseg.errors import AccuracyGateError, EdgesegError
+from edgeseg.sources import ModelSource
 from edgeseg.stages.base import Stage
 from edgeseg.stages.context import BuildContext, Reporter
 from edgeseg.stages.deploy import EngineStage, FromOnnxStage, ValidateStage
@@ -134,6 +136,8 @@ class Build:
             # conversion of a graph with plugin nodes cannot happen without TensorRT.
             raise EdgesegError(f"--plugin {o.plugin} builds --precision fp32 only: {precision} "
                                "conversion of a graph with plugin nodes needs TensorRT")
+        if precision is Precision.INT8 and until is None:
+            _require_calibration_source(o, source)
         folder = Path(o.out_dir) / build_name(o, source.name, f"--model {source.ref}")
         held.enter_context(folder_lock(folder))  # before build.json is read: one writer at a time
         self.folder = folder  # the CLI names it when the build is interrupted
@@ -221,3 +225,13 @@ class Build:
         self._summary.append((name, status, seconds, detail))
         self.reporter.stage(name, status, detail)
 
+
+def _require_calibration_source(o: BuildOptions, source: ModelSource) -> None:
+    """INT8 without calibration images fails here, not after the export (ImageSets.calibration_spec
+    falls back to the demo manifest, then to the card's dataset, which only a bundle's card holds)."""
+    if o.calib_data or source.is_demo:
+        return
+    if source.kind == "checkpoint" and source.path is not None and load_card(source.path).dataset:
+        return
+    raise EdgesegError("--precision int8 needs calibration images: pass --calib-data (a folder of your "
+                       "images, KIND:ROOT[:split] or a manifest name such as demo), or --precision fp16")

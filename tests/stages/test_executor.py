@@ -452,8 +452,16 @@ def test_an_input_size_the_model_cannot_take_fails_in_the_card_stage(tmp_path: P
     # FCN on VGG pools five times: 20x20 leaves nothing for the 7x7 fc6. Refused before any export.
     with pytest.raises(EdgesegError, match=r"--input 20x20: the model cannot take this input size"):
         Build(BuildOptions(model="fcn8s_vgg16", num_classes=3, input_size=(20, 20), out_dir=tmp_path,
-                           precision="int8")).run()
+                           precision="int8", calib_data="synthetic::calib")).run()
     assert not list(tmp_path.rglob("model.onnx"))
+
+
+def test_int8_without_calibration_images_fails_before_any_work(tmp_path: Path) -> None:
+    # A preset has no dataset to fall back on: refused in the set-up, not after export + simplify.
+    with pytest.raises(EdgesegError, match=r"--precision int8 needs calibration images: pass --calib-data"):
+        Build(BuildOptions(model="dbmsnet_r18_os16", num_classes=3, input_size=(64, 64), out_dir=tmp_path,
+                           precision="int8")).run()
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("build.json"))
 
 
 @NO_TRT
