@@ -98,6 +98,11 @@ class ImageSets:
                     size = manifest.val_size
             elif self.need_card().dataset:
                 spec = _dataset_split(self.need_card().dataset, "val")  # type: ignore[arg-type]
+            elif calib is not None and manifest is None and ":" in calib and not Path(calib).is_dir():
+                # The one labelled source given: calibration, tuning and held-out images are drawn
+                # from it, disjoint (splits()), rather than skipping the guard and the validation;
+                # unless its labels are of other classes than the model's, which nothing can score.
+                spec = calib if _num_classes(calib) == self.need_card().num_classes else None
         return spec, size
 
     def calib_size(self) -> int:
@@ -223,6 +228,12 @@ class ImageSets:
                     splits.spec, splits.tuning, input_size=tuple(card.input_size),  # type: ignore[arg-type]
                     mean=card.mean, std=card.std, progress=progress)
         return self._validation
+
+
+def _num_classes(spec: str) -> int:
+    from edgeseg.data import load_dataset, parse_spec
+
+    return load_dataset(*parse_spec(spec)).num_classes
 
 
 def _dataset_split(spec: str, split: str) -> str:

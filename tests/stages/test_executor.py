@@ -456,6 +456,24 @@ def test_an_input_size_the_model_cannot_take_fails_in_the_card_stage(tmp_path: P
     assert not list(tmp_path.rglob("model.onnx"))
 
 
+def test_a_labelled_calibration_source_alone_is_split_three_ways(tmp_path: Path) -> None:
+    # Only --calib-data KIND:ROOT given: calibration, tuning and held-out images are drawn from it,
+    # disjoint, so the guard and the validation run (they used to be skipped, with exit 0).
+    # 7 classes: the synthetic set's own, so its labels score the model (other counts: no validation).
+    options = BuildOptions(model="dbmsnet_r18_os16", num_classes=7, input_size=(32, 32), out_dir=tmp_path,
+                           precision="int8", calib_data="synthetic::calib", calib_size=4, val_size=3,
+                           max_miou_drop=100.0, min_agreement=0.0)
+    result = Build(options).run()
+    splits = read_json(result.folder / "report.json")["splits"]
+    assert splits["source"] == "synthetic::calib" and splits["labelled"] is True
+    sets = [set(splits[k]) for k in ("calibration", "tuning", "heldout")]
+    assert [len(s) for s in sets] == [4, 3, 3]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    stages = read_json(result.folder / "build.json")["stages"]
+    assert stages["validate"]["status"] == "done"
+    assert stages["quantize"]["results"]["accuracy_guard"].get("status") != "skipped"
+
+
 def test_int8_without_calibration_images_fails_before_any_work(tmp_path: Path) -> None:
     # A preset has no dataset to fall back on: refused in the set-up, not after export + simplify.
     with pytest.raises(EdgesegError, match=r"--precision int8 needs calibration images: pass --calib-data"):
