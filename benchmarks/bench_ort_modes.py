@@ -58,27 +58,35 @@ def ort_quantize(build: Path, out: Path, card: Any) -> None:
     from edgeseg.build_folder import read_report
     from edgeseg.data.images import preprocess_image
 
-    files = (read_report(build) or {}).get("splits", {}).get("calibration") or []
-    if not files or not all(Path(f).is_file() for f in files):
-        raise EdgesegError(f"{build}: report.json names no calibration image files to quantize with")
+    names = (read_report(build) or {}).get("splits", {}).get("calibration") or []
+    if not names:
+        raise EdgesegError(f"{build}: report.json names no calibration images to quantize with")
     transform = EvalTransform(card.input_size, mean=card.mean, std=card.std)
+
+    def image(name: str) -> np.ndarray:
+        # An image file, or sample i of a dataset as report.json names it: "KIND:ROOT:split[i]".
+        if Path(name).is_file():
+            return preprocess_image(name, transform).numpy()
+        spec, _, index = name.rpartition("[")
+        return load_dataset(*parse_spec(spec), transform=transform)[int(index.rstrip("]"))][0].numpy()
+
     import onnx
 
     input_name = onnx.load(str(build / "model.sim.onnx"), load_external_data=False).graph.input[0].name
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.files = iter(files)
+            self.names = iter(names)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            f = next(self.files, None)
-            return None if f is None else {input_name: preprocess_image(f, transform).numpy()[None]}
+            name = next(self.names, None)
+            return None if name is None else {input_name: image(name)[None]}
 
     quantize_static(str(build / "model.sim.onnx"), str(out), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
-def run(build: Path, limit: int | None, scratch: Path) -> dict[str, Any]:
+def run(build: Path, limit: int | None, scratch: Path, int8: Path) -> dict[str, Any]:
     card = load_card(build / CARD_FILE)
     ort_quantize(build, scratch / ORT_QDQ, card)
     spec, indices = recorded_heldout(build)
@@ -93,7 +101,7 @@ def run(build: Path, limit: int | None, scratch: Path) -> dict[str, Any]:
     labels: dict[str, np.ndarray] = {}
     times: dict[str, list[float]] = {}
     for name, (file, level) in MODES.items():
-        path = scratch / file if file == ORT_QDQ else build / file
+        path = scratch / file if file == ORT_QDQ else int8 if file == "model.int8.onnx" else build / file
         with OnnxrtRunner(str(path), graph_optimization=level, name=name) as runner:
             input_name = runner.get_input_metadata()[0].name
             runner.infer({input_name: images[:1]})  # warm-up: session caches, first allocations
@@ -116,7 +124,8 @@ def run(build: Path, limit: int | None, scratch: Path) -> dict[str, Any]:
                         "miou_delta": round(m.miou_delta, 4),
                         "ms_per_image_median": round(statistics.median(times[name]), 2)})
     fake, optimised, ort_qdq = results[1], results[2], results[3]
-    return {"build": str(build), "machine": machine_info(), "images": f"{spec}{indices}",
+    return {"build": str(build), "int8_graph": str(int8), "machine": machine_info(),
+            "images": f"{spec}{indices}",
             "heldout_images": len(indices), "results": results,
             "agreement_gap_points": round(fake["pixel_agreement"] - optimised["pixel_agreement"], 4),
             "speedup_optimised_vs_fake_quant": round(
@@ -130,19 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("build", type=Path,
                         help="a build folder with model.sim.onnx, model.int8.onnx and report.json")
     parser.add_argument("--limit", type=int, help="only the first N held-out images")
+    parser.add_argument("--int8", type=Path, help="another INT8 graph of the same network to judge (e.g. a "
+                        "model.int8.onnx.rejected); defaults to the build's model.int8.onnx")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     try:
-        for file in ("model.sim.onnx", "model.int8.onnx", CARD_FILE):
-            if not (args.build / file).is_file():
-                raise EdgesegError(f"{args.build}: no {file} (build it with --precision int8 first)")
+        int8 = args.int8 or args.build / "model.int8.onnx"
+        for path in (args.build / "model.sim.onnx", int8, args.build / CARD_FILE):
+            if not path.is_file():
+                raise EdgesegError(f"{path}: not found (build with --precision int8 first)")
         import tempfile
 
         import onnxruntime
 
         onnxruntime.set_default_logger_severity(3)  # constant-folding notices about FP16 Mul nodes
         with tempfile.TemporaryDirectory() as scratch:
-            report = run(args.build, args.limit, Path(scratch))
+            report = run(args.build, args.limit, Path(scratch), int8)
     except EdgesegError as e:
         print(f"bench_ort_modes: {e}", file=sys.stderr)
         return 2
