@@ -216,7 +216,9 @@ def test_cli_card_flags_are_one_line_errors(ws: dict[str, Path], capsys: pytest.
         (["--mean", "0,0"], "error: --mean expects three numbers R,G,B in 0-255 pixel units"),
         (["--std", "255,0,255"], "error: --std must be 3 numbers in 0..255 pixel units, each > 0"),
         (["--layout", "chw"], "error: --layout must be nchw or nhwc, got 'chw'"),
-        (["--set", "width=0.5"], "error: --set: only a zoo preset takes config fields"),
+        # fp16: an INT8 build without --calib-data is refused first, in the set-up
+        (["--set", "width=0.5", "--precision", "fp16"],
+         "error: --set: only a zoo preset takes config fields"),
     ):
         with pytest.raises(SystemExit) as exit_info:
             main(["build", "--model", str(path), "--out-dir", str(ws["engines"]), *argv])
