@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edgeseg._memory import PeakRss, peak_rss_mb
+from edgeseg._memory import PeakRss, peak_rss_mb, rss_mb
 from edgeseg.bench import plan_cases, plot_results, run_benchmarks
 from edgeseg.cli import main
 from edgeseg.errors import EdgesegError
@@ -52,13 +53,21 @@ def test_torch_cases_from_bundle(rt_bundle: Path) -> None:
 
 
 def test_peak_rss_tracks_an_allocation_without_resetting_the_kernels_peak() -> None:
+    # Judged against rss_mb() read at the same moment, not against "start + size": under xdist other
+    # threads of this worker (ONNX Runtime, torch) free memory concurrently, so the rise seen is not
+    # the block's size (CI once saw 18 of 64 MiB).
     before = peak_rss_mb()
     with PeakRss(interval=0.001) as rss:
-        start = rss.peak_mib
-        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
-        assert rss.peak_mib >= start + 60
+        block = np.ones(256 * 2**20 // 8)  # 256 MiB, touched
+        high = rss_mb()
+        assert high is not None
+        time.sleep(0.05)  # the sampler thread runs while the block lives
         del block
-    assert rss.peak_mib >= start + 60  # the peak outlives the allocation
+        after = rss_mb()
+        assert after is not None
+        if high - after > 128:  # the block went back to the OS: only the thread can have seen `high`
+            assert rss.peak_mib >= high - 64
+    assert rss.peak_mib >= high - 64  # the peak outlives the allocation
     # The process's own high-water mark (what `time -v` reports) only ever grows.
     assert peak_rss_mb() >= max(before, rss.peak_mib) - 1
 
