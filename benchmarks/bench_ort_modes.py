@@ -45,10 +45,12 @@ from edgeseg.runners.onnxrt import OnnxrtRunner
 from edgeseg.validate import recorded_heldout
 
 ORT_QDQ = "model.ort_qdq.onnx"  # written by this script into a scratch folder, never into the build
-MODES = {"fp32 (all optimizations)": ("model.sim.onnx", "all"),
-         "int8 fake-quant (optimizations disabled)": ("model.int8.onnx", "disabled"),
-         "int8 ORT-optimised (all optimizations)": ("model.int8.onnx", "all"),
-         "ORT quantize_static U8S8 QDQ (all optimizations)": (ORT_QDQ, "all")}
+# (graph, graph optimization level, Q/DQ fusion into ORT's integer kernels)
+MODES = {"fp32 (all optimizations)": ("model.sim.onnx", "all", True),
+         "int8 fake-quant (optimizations disabled)": ("model.int8.onnx", "disabled", True),
+         "int8 fake-quant (all optimizations but Q/DQ fusion)": ("model.int8.onnx", "all", False),
+         "int8 ORT-optimised (all optimizations)": ("model.int8.onnx", "all", True),
+         "ORT quantize_static U8S8 QDQ (all optimizations)": (ORT_QDQ, "all", True)}
 
 
 def ort_quantize(build: Path, out: Path, card: Any) -> None:
@@ -100,9 +102,9 @@ def run(build: Path, limit: int | None, scratch: Path, int8: Path) -> dict[str, 
 
     labels: dict[str, np.ndarray] = {}
     times: dict[str, list[float]] = {}
-    for name, (file, level) in MODES.items():
+    for name, (file, level, fusion) in MODES.items():
         path = scratch / file if file == ORT_QDQ else int8 if file == "model.int8.onnx" else build / file
-        with OnnxrtRunner(str(path), graph_optimization=level, name=name) as runner:
+        with OnnxrtRunner(str(path), graph_optimization=level, qdq_fusion=fusion, name=name) as runner:
             input_name = runner.get_input_metadata()[0].name
             runner.infer({input_name: images[:1]})  # warm-up: session caches, first allocations
             out, ms = [], []
@@ -119,15 +121,20 @@ def run(build: Path, limit: int | None, scratch: Path, int8: Path) -> dict[str, 
     for name in MODES:
         m = compare_outputs(labels[reference], labels[name], num_classes=card.num_classes, targets=masks)
         results.append({"mode": name, "graph": MODES[name][0], "graph_optimization": MODES[name][1],
+                        "qdq_fusion": MODES[name][2],
                         "pixel_agreement": round(m.pixel_agreement, 4),
                         "miou": round(m.other.miou, 4) if m.other else None,
                         "miou_delta": round(m.miou_delta, 4),
                         "ms_per_image_median": round(statistics.median(times[name]), 2)})
-    fake, optimised, ort_qdq = results[1], results[2], results[3]
+    fake, fake_optimised, optimised, ort_qdq = results[1:5]
     return {"build": str(build), "int8_graph": str(int8), "machine": machine_info(),
             "images": f"{spec}{indices}",
             "heldout_images": len(indices), "results": results,
             "agreement_gap_points": round(fake["pixel_agreement"] - optimised["pixel_agreement"], 4),
+            "agreement_gap_fake_quant_optimised_points": round(
+                fake["pixel_agreement"] - fake_optimised["pixel_agreement"], 4),
+            "speedup_fake_quant_optimised_vs_fake_quant": round(
+                fake["ms_per_image_median"] / fake_optimised["ms_per_image_median"], 2),
             "speedup_optimised_vs_fake_quant": round(
                 fake["ms_per_image_median"] / optimised["ms_per_image_median"], 2),
             "speedup_ort_qdq_vs_fake_quant": round(

@@ -16,8 +16,9 @@ memory and compares tensors element-wise; segmentation wants a streaming loop th
 image into confusion matrices (:class:`edgeseg.metrics.Agreement`) and keeps only a few maps for
 the picture. That loop is a dozen lines over the runner interface, so it is written here.
 
-Q/DQ and FP16 graphs run with ONNX Runtime's graph optimizations *disabled*: its CPU fusions would
-otherwise rewrite them into kernels TensorRT never executes. The gate is pixel agreement with
+Q/DQ graphs run as float fake-quantization and FP16 graphs unoptimised
+(:func:`edgeseg.runners.loader.ort_settings`): ONNX Runtime's CPU fusions would otherwise rewrite
+them into kernels TensorRT never executes. The gate is pixel agreement with
 per-precision defaults (fp32 99.99 %, fp16 99.9 %, int8 99.5 %); mIoU differences below about 0.4
 points on 64 images are noise, so the mIoU delta is reported but gated only on request.
 """
@@ -51,6 +52,7 @@ from edgeseg.checkpoint import ModelCard
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.metrics import CLASS_SHARE_MIN, against
 from edgeseg.runners.base import BaseRunner
+from edgeseg.runners.loader import EVALUATION_MODE
 from edgeseg.trt import EngineMismatchError
 
 __all__ = [
@@ -111,6 +113,7 @@ class Candidate:
         artifact: the file it runs.
         make_runner: builds the (inactive) runner.
         graph_optimization: ONNX Runtime's optimization level for this graph (None for engines).
+        qdq_fusion: whether ONNX Runtime fused its Q/DQ pairs into integer kernels (None for engines).
     """
 
     backend: str
@@ -118,6 +121,7 @@ class Candidate:
     artifact: Path
     make_runner: Callable[[], BaseRunner]
     graph_optimization: str | None = None
+    qdq_fusion: bool | None = None
 
 
 def find_candidates(artifacts: BuildArtifacts, plugin_libs: Sequence[str | os.PathLike[str]] = ()
@@ -142,10 +146,11 @@ def find_candidates(artifacts: BuildArtifacts, plugin_libs: Sequence[str | os.Pa
     # Most accurate first, so the table and the picture read from fp32 down to int8.
     for precision, path in sorted(graphs, key=lambda pp: (pp[0].rank, pp[1].name)):
         artifacts.verify(path)
+        settings = ort_settings(precision, gpu=ort_has_cuda())
         candidates.append(Candidate(
             "onnxrt", precision.value, path,
             functools.partial(runner_for, path, precision, side_by_side=True),
-            graph_optimization=ort_settings(precision, gpu=ort_has_cuda()).graph_optimization))
+            graph_optimization=settings.graph_optimization, qdq_fusion=settings.qdq_fusion))
     skipped: list[dict] = []
     ok, reason = tensorrt_available()
     for precision, path in sorted(artifacts.engines.items(), key=lambda kv: kv[0].rank):
@@ -394,9 +399,7 @@ def validate(
                       "per_class_iou": _per_class(names, ref.iou)},
         "data": {"source": inputs.source, "ground_truth": "labels" if inputs.labelled else "reference",
                  "judged_on": judged if sets is not None else f"the first {inputs.total} images"},
-        "evaluation_mode": ("ONNX Runtime on this machine; Q/DQ and FP16 graphs on the CPU run with graph "
-                            "optimizations disabled (Q/DQ as float fake-quantization), not as TensorRT "
-                            "runs them"),
+        "evaluation_mode": EVALUATION_MODE,
         "splits": dict(splits) if splits is not None else None,
         "num_images": len(sets[judged]) if sets is not None else inputs.total,
         "notes": list(notes),
@@ -439,6 +442,7 @@ def _candidate_result(cand: Candidate, agreement: Any, error: str | None, times:
         "precision": cand.precision,
         "artifact": str(cand.artifact),
         "graph_optimization": cand.graph_optimization,
+        "qdq_fusion": cand.qdq_fusion,
     }
     if error is not None:
         return {**result, "error": error, "passed": False, "failures": [error]}

@@ -143,7 +143,9 @@ def register(app: typer.Typer) -> None:
             1.0, "--max-miou-drop", help="Accuracy guard: largest INT8 mIoU drop (points) allowed; the guard "
                                          "also holds INT8 to the --min-agreement gate."),
         val_data: str = typer.Option(None, "--val-data", help="Labelled validation data KIND:ROOT[:split]."),
-        val_size: int = typer.Option(64, "--val-size", help="Validation images."),
+        val_size: int = typer.Option(
+            None, "--val-size", help="Images in each of the tuning and held-out sets. (default: the "
+            "manifest's val_size, else ~8 Mpx each: 64 at 128x128, 16 at 512x1024 and above)"),
         min_agreement: float = typer.Option(None, "--min-agreement",
                                             help="Validation gate: pixel agreement % with FP32 for this "
                                                  "precision; INT8's accuracy guard aims at it too. "

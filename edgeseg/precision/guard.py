@@ -1,6 +1,6 @@
 """Accuracy guard: keep the most quantization-sensitive layers out of INT8 until accuracy holds.
 
-After quantizing, the INT8 graph (ONNX Runtime, CPU, graph optimizations disabled) is evaluated on
+After quantizing, the INT8 graph (ONNX Runtime, CPU, Q/DQ as float fake-quantization) is evaluated on
 a labelled validation set against the PyTorch FP32 model. If its mIoU drop exceeds the budget, or
 its pixel agreement with the FP32 model is below the validation gate, layers are ranked by
 sensitivity and excluded from INT8, most sensitive first, re-quantizing with the cached scales (no
@@ -100,7 +100,7 @@ class ReferenceEvaluator:
     """Scores deployed graphs against the FP32 reference on one labelled image set.
 
     The reference predictions are computed once; each :meth:`evaluate` runs only the graph
-    (ONNX Runtime, graph optimizations disabled) and compares the two with
+    (ONNX Runtime, as :func:`edgeseg.runners.loader.ort_settings` opens it) and compares the two with
     :func:`edgeseg.compare.compare_outputs`, the comparator ``edgeseg validate`` uses.
 
     Args:

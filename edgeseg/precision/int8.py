@@ -23,8 +23,9 @@ Calibration is split from placement so that it runs once:
 The accuracy guard re-runs step 3 with layers excluded, never steps 1-2.
 
 Non-quantized ops run in ``high_precision_dtype``: ``fp16`` (default; what TensorRT wants for
-speed) or ``fp32``. FP16 Q/DQ graphs must be validated with ONNX Runtime's graph optimizations
-disabled: its CPU fusions rewrite Q/DQ + fp16 chains and change the numbers.
+speed) or ``fp32``. Q/DQ graphs must be validated with ONNX Runtime's Q/DQ fusion off
+(:func:`edgeseg.runners.loader.ort_settings`): its CPU fusions rewrite Q/DQ + fp16 chains into
+integer kernels and change the numbers.
 """
 
 from __future__ import annotations

@@ -29,6 +29,8 @@ from collections.abc import Callable, Collection
 
 import numpy as np
 
+from edgeseg.build_folder import Precision
+
 __all__ = ["SensitivityRanking", "bypass_qdq"]
 
 Progress = Callable[[int, int], None]
@@ -75,12 +77,12 @@ def bypass_qdq(model: object, keep: Collection[str] = ()) -> object:
 
 
 def _run_graph(model: object, images: np.ndarray) -> np.ndarray:
-    """The primary output of ``model`` (float64) for every image, graph optimizations disabled."""
+    """The primary output of ``model`` (float64) for every image, run as the guard judges INT8 graphs."""
     from edgeseg.compare import infer
-    from edgeseg.runners.onnxrt import OnnxrtRunner
+    from edgeseg.runners.loader import onnx_runner
 
     data = model.SerializeToString()  # type: ignore[attr-defined]
-    with OnnxrtRunner(data, graph_optimization="disabled", name="sensitivity") as runner:
+    with onnx_runner(data, Precision.INT8, name="sensitivity") as runner:
         return infer(runner, images).astype(np.float64)
 
 
@@ -148,13 +150,13 @@ class SensitivityRanking:
         so far is returned).
         """
         from edgeseg.compare import infer
-        from edgeseg.runners.onnxrt import OnnxrtRunner
+        from edgeseg.runners.loader import onnx_runner
 
         gone = set(excluded)
         model = bypass_qdq(self._model, [n for n in self.layers if n not in gone])
         wrong = 0
-        with OnnxrtRunner(model.SerializeToString(), graph_optimization="disabled",  # type: ignore[attr-defined]
-                          name="prediction") as runner:
+        with onnx_runner(model.SerializeToString(), Precision.INT8,  # type: ignore[attr-defined]
+                         name="prediction") as runner:
             for image, ref in zip(images, reference, strict=True):
                 wrong += int(np.sum(infer(runner, image[None]).argmax(1)[0] != ref))
                 if wrong > stop_above:

@@ -49,10 +49,12 @@ class OnnxrtRunner(BaseRunner):
         path_or_bytes: path of a ``.onnx`` file, or the serialized model.
         providers: execution providers in priority order. Defaults to CUDA (when this onnxruntime
             build has it) then CPU.
-        graph_optimization: ``"all"``, ``"extended"``, ``"basic"`` or ``"disabled"``. Use
-            ``"disabled"`` for Q/DQ and FP16 graphs: ORT's own fusions would otherwise fold the Q/DQ
-            pairs or upcast, and the run would no longer show what TensorRT will execute.
+        graph_optimization: ``"all"``, ``"extended"``, ``"basic"`` or ``"disabled"``.
             Defaults to ``"all"``.
+        qdq_fusion: let ONNX Runtime fuse Q/DQ pairs into its own integer kernels (QLinearConv and
+            friends). Off (``session.disable_quant_qdq``), Q/DQ graphs run as float fake-quantization
+            with every other optimization: how the guard and validation judge them (see
+            :data:`edgeseg.precision.judge.FAKE_QUANT`). Defaults to True.
         intra_op_threads: threads for one operator. Defaults to ONNX Runtime's choice (all cores).
         session_config: extra ``SessionOptions.add_session_config_entry`` entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}`` when other threads share the cores.
@@ -74,6 +76,7 @@ class OnnxrtRunner(BaseRunner):
         session_config: dict[str, str] | None = None,
         name: str | None = None,
         memory_arena: bool = True,
+        qdq_fusion: bool = True,
     ) -> None:
         if graph_optimization not in GRAPH_OPTIMIZATIONS:
             raise EdgesegError(f"graph_optimization must be one of {sorted(GRAPH_OPTIMIZATIONS)}, "
@@ -91,6 +94,8 @@ class OnnxrtRunner(BaseRunner):
         self.graph_optimization = graph_optimization
         self.intra_op_threads = intra_op_threads
         self.session_config = dict(session_config or {})
+        if not qdq_fusion:
+            self.session_config["session.disable_quant_qdq"] = "1"
         self.memory_arena = memory_arena
         self.session: Any = None
 

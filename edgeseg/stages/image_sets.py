@@ -85,6 +85,7 @@ class ImageSets:
 
     def validation_data(self) -> tuple[str | None, int]:
         """Dataset spec and image count the guard and validation score on."""
+        from edgeseg.data.splits import default_set_size
         from edgeseg.precision.calibration import resolve_manifest
 
         spec = self.options.val_data
@@ -94,7 +95,7 @@ class ImageSets:
             manifest = resolve_manifest(calib) if calib else None
             if manifest is not None and manifest.val_data:
                 spec = manifest.val_data
-                if self.options.val_size == BuildOptions.val_size and manifest.val_size:
+                if size is None and manifest.val_size:
                     size = manifest.val_size
             elif self.need_card().dataset:
                 spec = _dataset_split(self.need_card().dataset, "val")  # type: ignore[arg-type]
@@ -103,6 +104,8 @@ class ImageSets:
                 # from it, disjoint (splits()), rather than skipping the guard and the validation;
                 # unless its labels are of other classes than the model's, which nothing can score.
                 spec = calib if _num_classes(calib) == self.need_card().num_classes else None
+        if size is None:
+            size = default_set_size(tuple(self.need_card().input_size))  # type: ignore[arg-type]
         return spec, size
 
     def calib_size(self) -> int:

@@ -78,7 +78,9 @@ class BuildOptions:
             skips the guard on purpose (the report says so). Defaults to True.
         val_data: labelled validation set. Defaults to the manifest's ``val_data`` or the card's
             dataset (val split).
-        val_size: validation images. Defaults to 64.
+        val_size: images in each of the tuning and held-out sets. Defaults to the manifest's
+            ``val_size``, else :func:`edgeseg.data.splits.default_set_size` of the input (64 at
+            the demo's size, 16 at 512x1024 and above).
         min_agreement: validation gate (pixel agreement with the FP32 reference, percent) for the
             built precision. Defaults to :class:`edgeseg.validate.Tolerances`' per-precision value.
         from_onnx: start from this precision ONNX (skips export and calibration).
@@ -123,7 +125,7 @@ class BuildOptions:
     max_miou_drop: float = 1.0
     guard: bool = True
     val_data: str | None = None
-    val_size: int = 64
+    val_size: int | None = None
     min_agreement: float | None = None
     from_onnx: Path | None = None
     require_engine: bool = False
@@ -157,7 +159,7 @@ class BuildOptions:
                                f"got {self.calib_method!r}")
         if self.calib_size is not None and self.calib_size < 1:
             raise EdgesegError(f"--calib-size must be >= 1, got {self.calib_size}")
-        if self.val_size < 1:
+        if self.val_size is not None and self.val_size < 1:
             raise EdgesegError(f"--val-size must be >= 1, got {self.val_size}")
         if self.max_miou_drop < 0:
             raise EdgesegError(f"--max-miou-drop must be >= 0, got {self.max_miou_drop}")

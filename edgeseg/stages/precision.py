@@ -17,8 +17,16 @@ __all__ = ["CalibrateStage", "Fp16Stage", "QuantizeStage"]
 
 FP16_ONNX = onnx_name(Precision.FP16)
 INT8_ONNX = onnx_name(Precision.INT8)
-#: Tuning images (those the last evaluation got most wrong) the guard's step prediction runs on.
-PREDICT_IMAGES = 8
+#: Pixels the guard's step prediction runs on: the tuning images the last evaluation got most wrong,
+#: 8 at the demo's 128x128, 2 at 512x1024 and above.
+PREDICT_PIXELS = 8 * 128 * 128
+#: Pixels the sensitivity ranking scores on: 2 images at the demo's size, 1 from 256x256 up.
+RANK_PIXELS = 2 * 128 * 128
+
+
+def _images_for(pixels: int, image: tuple[int, ...], low: int, high: int) -> int:
+    """How many images of shape ``(..., H, W)`` hold ``pixels``, between ``low`` and ``high``."""
+    return max(low, min(high, pixels // (image[-2] * image[-1])))
 
 
 class Fp16Stage(Stage):
@@ -219,7 +227,7 @@ class QuantizeStage(Stage):
                                                        ignore_index=card.ignore_index, progress=progress)
 
         def evaluate(onnx_path: Path) -> Any:
-            with ctx.reporter.task("evaluating INT8 graph (ONNX Runtime, no graph optimizations)",
+            with ctx.reporter.task("evaluating INT8 graph (ONNX Runtime, fake-quant)",
                                    len(validation)) as progress:
                 # A step that can no longer reach the agreement gate stops there: same verdict.
                 return evaluator.evaluate(onnx_path, progress=progress, stop_below=gate)
@@ -231,7 +239,8 @@ class QuantizeStage(Stage):
 
             # Groups of layers are scored here; single layers later, as the exclusion steps need them.
             with ctx.reporter.task("ranking INT8 layers by sensitivity (groups first)", 0) as progress:
-                ranked["ranking"] = SensitivityRanking(onnx_path, validation.images[:2], progress=progress)
+                images = validation.images[:_images_for(RANK_PIXELS, validation.images.shape, 1, 2)]
+                ranked["ranking"] = SensitivityRanking(onnx_path, images, progress=progress)
             return ranked["ranking"]
 
         def predict(excluded: list[str], first: Any) -> bool:
@@ -240,7 +249,8 @@ class QuantizeStage(Stage):
             if first.pixel_agreement >= gate:
                 return True  # the mIoU budget failed, not agreement: nothing to scale
             if "worst" not in ranked:  # the fully quantized graph's worst images (its evaluation's)
-                ranked["worst"] = evaluator.worst(PREDICT_IMAGES)
+                count = _images_for(PREDICT_PIXELS, validation.images.shape, 2, 8)
+                ranked["worst"] = evaluator.worst(count)
             worst, wrong = ranked["worst"]
             if wrong == 0:
                 return True

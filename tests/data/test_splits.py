@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgeseg.data.splits import split_indices
+from edgeseg.data.splits import MIN_HELDOUT, SET_PIXELS, default_set_size, split_indices
 from edgeseg.errors import EdgesegError
 
 
@@ -29,3 +29,11 @@ def test_too_few_items_leave_the_last_sets_short() -> None:
 def test_sizes_must_be_positive() -> None:
     with pytest.raises(EdgesegError, match="heldout set size must be >= 1, got 0"):
         split_indices(10, {"tuning": 4, "heldout": 0})
+
+
+def test_default_set_size_follows_pixels_within_bounds() -> None:
+    assert default_set_size((128, 128)) == 64  # the demo: capped
+    assert default_set_size((512, 1024)) == 16  # Cityscapes half size: 8.4 Mpx
+    assert default_set_size((1024, 2048)) == MIN_HELDOUT  # never fewer than the warning's floor
+    n = default_set_size((384, 768))
+    assert MIN_HELDOUT < n < 64 and (n - 1) * 384 * 768 < SET_PIXELS <= n * 384 * 768
