@@ -233,6 +233,12 @@ def _per_class(names: list[str], values: Sequence[float]) -> dict[str, float | N
     return {n: _round(v) for n, v in zip(names, values, strict=True)}
 
 
+#: Images per set on which a build's validation runs the graphs of other precisions than its own:
+#: an FP32 export or simplification that is wrong is wrong on any image, and at 512x1024 each graph
+#: costs about a second per image on two cores.
+SPOT_CHECK_IMAGES = 4
+
+
 def validate(
     build_dir: str | os.PathLike[str],
     *,
@@ -251,6 +257,8 @@ def validate(
     reference: BaseRunner | None = None,
     notes: Sequence[str] = (),
     progress: bool = True,
+    precision: str | None = None,
+    spot_check: int = SPOT_CHECK_IMAGES,
 ) -> dict[str, Any]:
     """Compare every artifact of a build with the PyTorch reference; write ``report.json`` and a PNG.
 
@@ -280,6 +288,12 @@ def validate(
             build from an ONNX source, its FP32 ``model.onnx`` on ONNX Runtime.
         notes: lines the report carries under ``notes`` (what the build skipped on purpose).
         progress: show a progress bar on stderr. Defaults to True.
+        precision: the precision the build made. Graphs of other precisions (the FP32 export and
+            simplification of an INT8 build) are then spot-checked: they run on the first
+            ``spot_check`` images of each set only, and each result says on how many
+            (``images``). Defaults to None: every graph on every image.
+        spot_check: images per set for the spot-checked graphs. Defaults to
+            :data:`SPOT_CHECK_IMAGES`.
 
     Returns:
         The report (the content of ``report.json``); ``report["passed"]`` is the verdict.
@@ -329,6 +343,9 @@ def validate(
     reference_cms = {k: ConfusionMatrix(card.num_classes, card.ignore_index) for k in set_names}
     agreements = [{k: Agreement(card.num_classes, card.ignore_index) for k in set_names} for _ in candidates]
     errors: list[str | None] = [None] * len(candidates)
+    # Images each candidate ran per set; a spot-checked one stops at its limit.
+    counts = [dict.fromkeys(set_names, 0) for _ in candidates]
+    limits = [math.inf if precision is None or c.precision == precision else spot_check for c in candidates]
     times: list[list[float]] = [[] for _ in candidates]
     grid_rows: list[Any] = []
     active: list[BaseRunner | None] = []
@@ -361,13 +378,15 @@ def validate(
                 reference_cms[k].update(ref_labels, target)
             outs: list[np.ndarray | None] = []
             for i, runner in enumerate(active):
-                if runner is None or errors[i] is not None:
+                due = [k for k in member if counts[i][k] < limits[i]]
+                if runner is None or errors[i] is not None or not due:
                     outs.append(None)
                     continue
                 try:
                     out = infer(runner, batch)
-                    for k in member:
+                    for k in due:
                         agreements[i][k].update(ref_out, out, target)
+                        counts[i][k] += 1
                 except EdgesegError as e:
                     errors[i], out = str(e), None
                 times[i].append(runner.last_inference_time() or 0.0)
@@ -384,10 +403,12 @@ def validate(
         # figures sit beside them.
         result = _candidate_result(candidates[i], agreements[i][judged], errors[i], times[i], tolerances,
                                    names)
+        result["images"] = counts[i][judged]
         if sets is not None:
             for k in set_names:
                 result[k] = _candidate_result(candidates[i], agreements[i][k], errors[i], times[i],
                                               tolerances, names, metrics_only=True)
+                result[k]["images"] = counts[i][k]
         results.append(result)
     ref = reference_cms[judged].compute()
     passed = bool(results) and all(r["passed"] for r in results)

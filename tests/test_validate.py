@@ -273,3 +273,23 @@ def test_subsets_report_each_set_and_judge_on_the_heldout_one(build_dir: Path, t
     assert alone["candidates"][0]["pixel_agreement"] == report["candidates"][0]["pixel_agreement"]
     with pytest.raises(EdgesegError, match="subsets must include 'heldout'"):
         validate(root, data=DATA, subsets={"tuning": tuning}, write=False, progress=False)
+
+
+def test_other_precisions_are_spot_checked_on_the_first_images_of_each_set(build_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    root = _copy(build_dir, tmp_path)
+    tuning, heldout = [0, 2, 4], [1, 3, 5, 6]
+    report = validate(root, data=DATA, subsets={"tuning": tuning, "heldout": heldout}, tolerances=LOOSE,
+                      progress=False, write=False, precision="fp16", spot_check=2)
+    by = {c["precision"]: c for c in report["candidates"]}
+    assert (by["fp16"]["images"], by["fp16"]["tuning"]["images"]) == (len(heldout), len(tuning))
+    assert (by["fp32"]["images"], by["fp32"]["tuning"]["images"]) == (2, 2)
+    # The spot-checked figures are those of its first images: the same as judging on those alone.
+    first = validate(root, data=DATA, subsets={"heldout": heldout[:2]}, tolerances=LOOSE, progress=False,
+                     write=False)
+    fp32_first = next(c for c in first["candidates"] if c["precision"] == "fp32")
+    assert by["fp32"]["max_abs_logit_diff"] == fp32_first["max_abs_logit_diff"]
+    assert by["fp32"]["pixel_agreement"] == fp32_first["pixel_agreement"]
+    everything = validate(root, data=DATA, subsets={"tuning": tuning, "heldout": heldout}, tolerances=LOOSE,
+                          progress=False, write=False)
+    assert all(c["images"] == len(heldout) for c in everything["candidates"])

@@ -1,8 +1,8 @@
 """Accuracy guard: keep the most quantization-sensitive layers out of INT8 until accuracy holds.
 
-After quantizing, the INT8 graph (ONNX Runtime, CPU, Q/DQ as float fake-quantization) is evaluated on
-a labelled validation set against the PyTorch FP32 model. If its mIoU drop exceeds the budget, or
-its pixel agreement with the FP32 model is below the validation gate, layers are ranked by
+After quantizing, the INT8 graph (ONNX Runtime, CPU, Q/DQ as float fake-quantization) is evaluated
+on a labelled validation set against the FP32 graph it was quantized from. If its mIoU drop exceeds
+the budget, or its pixel agreement with the FP32 graph is below the validation gate, layers are ranked by
 sensitivity and excluded from INT8, most sensitive first, re-quantizing with the cached scales (no
 recalibration) until both hold. Agreement is part of the target because it is the steadier signal:
 on a few dozen images a mIoU difference of a few tenths of a point is noise, while a drop in
@@ -72,7 +72,7 @@ class Evaluation:
 
     Args:
         miou: mIoU of the graph on the validation labels (percent).
-        reference_miou: mIoU of the PyTorch FP32 model on the same images (percent).
+        reference_miou: mIoU of the FP32 reference on the same images (percent).
         pixel_agreement: share of pixels whose class equals the reference's (percent).
         images: number of validation images evaluated.
         stopped_early: the evaluation stopped before the last image because the agreement gate

@@ -138,7 +138,7 @@ class BuildContext(ImageSets):
         return self.path(RAW_ONNX) if self.source is not None and self.source.kind == "onnx" else None
 
     def reference_runner(self) -> Any:
-        """An inactive runner of this build's FP32 reference, for the guard and validation.
+        """An inactive runner of this build's FP32 reference, for validation.
 
         A PyTorch source runs as the model the export traced (:meth:`model`); an ONNX source as its
         own adapted graph ``model.onnx`` on ONNX Runtime.

@@ -223,7 +223,7 @@ class ValidateStage(Stage):
                                "placement chose is INT8"]
         ctx.report = validate(ctx.folder, checkpoint=checkpoint, reference=reference,
                               tolerances=self._tolerances(ctx), engine=ctx.engine, plugin_libs=plugin_libs,
-                              progress=ctx.reporter.show_progress, **kwargs)
+                              progress=ctx.reporter.show_progress, precision=ctx.precision.value, **kwargs)
         self._judge(ctx)
         return Outcome({"report": ctx.path(REPORT_FILE)}, results={"passed": ctx.report.get("passed")},
                        detail=f"{REPORT_FILE}: {'passed' if ctx.report.get('passed') else 'FAILED'}")
