@@ -12,10 +12,8 @@ noisy layer whose error the network absorbs ranked high, a classifier whose smal
 pixels ranked low). Both the reference and the variants run in the graph's own high-precision
 dtype, so FP16 rounding is not mistaken for INT8 sensitivity.
 
-Every subset runs in one ONNX Runtime session of one graph whose layers are switched in and out of
-INT8 by boolean inputs (:func:`switchable_qdq`): a session per subset cost about three times
-running two demo-size images through it. Each run still costs a pass over the images, so the
-guard does not score every layer alone. Quantization errors of
+Each graph run is one ONNX Runtime session, and creating it costs about three times running two
+small images through it, so the guard does not score every layer alone. Quantization errors of
 different layers are nearly independent, so a group's score is close to the sum of its members'
 and at least the largest of them. :class:`SensitivityRanking` therefore scores contiguous groups
 of layers first and splits, best first, only the group with the highest score; a single layer
@@ -27,8 +25,7 @@ from __future__ import annotations
 
 import heapq
 import os
-from collections.abc import Callable, Collection, Iterator
-from typing import Any
+from collections.abc import Callable, Collection
 
 import numpy as np
 
@@ -42,21 +39,30 @@ Progress = Callable[[int, int], None]
 GROUP_SIZE = 8
 
 
-def _quantized_source(producer: dict[str, Any], tensor: str) -> str | None:
-    """``x`` when ``tensor`` is ``DequantizeLinear(QuantizeLinear(x))``, else None."""
-    dq = producer.get(tensor)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return None
-    q = producer.get(dq.input[0])
-    return q.input[0] if q is not None and q.op_type == "QuantizeLinear" else None
+def bypass_qdq(model: object, keep: Collection[str] = ()) -> object:
+    """A copy of a Q/DQ graph in which only the inputs of the nodes in ``keep`` stay quantized.
 
-
-def _drop_unread_qdq(out: Any) -> Any:
-    """Remove the Q/DQ pairs no node reads any more, and the initializers nothing reads.
-
-    ONNX Runtime would still run them, and on an FP16 graph (casts around every Q/DQ on the CPU)
-    they cost as much as the rest of the graph; it also logs a warning for each unused initializer.
+    Every other consumer of a ``DequantizeLinear(QuantizeLinear(x))`` output reads ``x`` directly,
+    and the pairs no node reads any more are removed: ONNX Runtime would still run them, and on an
+    FP16 graph (casts around every Q/DQ on the CPU) they cost as much as the rest of the graph.
+    Their scales and zero points go too (ONNX Runtime logs a warning for each unused initializer).
     """
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)  # type: ignore[arg-type]
+    keep = set(keep)
+    producer = {o: n for n in out.graph.node for o in n.output}
+    for node in out.graph.node:
+        if node.name in keep:
+            continue
+        for i, tensor in enumerate(node.input):
+            dq = producer.get(tensor)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
     qdq = ("QuantizeLinear", "DequantizeLinear")
     while True:  # a DQ first, then the Q that fed only it
         read = {t for n in out.graph.node for t in n.input} | {o.name for o in out.graph.output}
@@ -70,68 +76,14 @@ def _drop_unread_qdq(out: Any) -> Any:
         out.graph.node.extend(kept)
 
 
-def bypass_qdq(model: object, keep: Collection[str] = ()) -> object:
-    """A copy of a Q/DQ graph in which only the inputs of the nodes in ``keep`` stay quantized.
+def _run_graph(model: object, images: np.ndarray) -> np.ndarray:
+    """The primary output of ``model`` (float64) for every image, run as the guard judges INT8 graphs."""
+    from edgeseg.compare import infer
+    from edgeseg.runners.loader import onnx_runner
 
-    Every other consumer of a ``DequantizeLinear(QuantizeLinear(x))`` output reads ``x`` directly,
-    and the pairs no node reads any more are removed.
-    """
-    import onnx
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)  # type: ignore[arg-type]
-    keep = set(keep)
-    producer = {o: n for n in out.graph.node for o in n.output}
-    for node in out.graph.node:
-        if node.name in keep:
-            continue
-        for i, tensor in enumerate(node.input):
-            source = _quantized_source(producer, tensor)
-            if source is not None:
-                node.input[i] = source
-    return _drop_unread_qdq(out)
-
-
-def switchable_qdq(model: object, layers: Collection[str]) -> tuple[object, dict[str, str]]:
-    """A copy of a Q/DQ graph in which each of ``layers`` is quantized or not as a run asks.
-
-    Each input of a layer that reads ``DequantizeLinear(QuantizeLinear(x))`` reads ``Where(switch,
-    that, x)`` instead, with one boolean scalar graph input per layer (true: quantized); the
-    inputs of every other node read ``x``, as in :func:`bypass_qdq`. One ONNX Runtime session then
-    serves every subset of the layers, where :func:`bypass_qdq` needs a graph, and a session, per
-    subset: ``Where`` passes one of its inputs unchanged, so a run with the switches of ``keep`` on
-    gives the values of ``bypass_qdq(model, keep)``.
-
-    Returns:
-        The graph, and ``{layer: its switch's input name}``.
-    """
-    import onnx
-    from onnx import TensorProto, helper
-
-    out = onnx.ModelProto()
-    out.CopyFrom(model)  # type: ignore[arg-type]
-    wanted = set(layers)
-    producer = {o: n for n in out.graph.node for o in n.output}
-    switches: dict[str, str] = {}
-    nodes = []
-    for node in out.graph.node:
-        for i, tensor in enumerate(node.input):
-            source = _quantized_source(producer, tensor)
-            if source is None:
-                continue
-            if node.name not in wanted:
-                node.input[i] = source
-                continue
-            switch = switches.setdefault(node.name, f"edgeseg_int8_switch_{len(switches)}")
-            picked = f"{tensor}__{switch}_{i}"
-            nodes.append(helper.make_node("Where", [switch, tensor, source], [picked],
-                                          name=f"{picked}_where"))
-            node.input[i] = picked
-        nodes.append(node)
-    del out.graph.node[:]
-    out.graph.node.extend(nodes)
-    out.graph.input.extend(helper.make_tensor_value_info(s, TensorProto.BOOL, []) for s in switches.values())
-    return _drop_unread_qdq(out), switches
+    data = model.SerializeToString()  # type: ignore[attr-defined]
+    with onnx_runner(data, Precision.INT8, name="sensitivity") as runner:
+        return infer(runner, images).astype(np.float64)
 
 
 class SensitivityRanking:
@@ -144,12 +96,9 @@ class SensitivityRanking:
             every layer alone.
         progress: called as ``progress(graphs run, layers)`` after each graph run.
 
-    Every score and prediction runs one ONNX Runtime session of :func:`switchable_qdq`'s graph,
-    opened on first use and held until :meth:`close`.
-
     Attributes:
         layers: every INT8 layer, in graph order.
-        sessions: subsets of layers scored so far (the reference, no layer, included).
+        sessions: graph runs so far (one ONNX Runtime session each, the reference included).
     """
 
     def __init__(self, int8_onnx: str | os.PathLike[str], images: np.ndarray, *, group_size: int = GROUP_SIZE,
@@ -162,8 +111,6 @@ class SensitivityRanking:
         self._model, self._images, self._progress = load_onnx(int8_onnx), images, progress
         self.layers: list[str] = quantized_nodes(self._model)
         self.sessions = 0
-        self._runner: Any = None
-        self._switches: dict[str, str] = {}
         self._reference = self._output(())
         self._scale = float(self._reference.var()) or 1.0
         self._ranked: list[tuple[str, float]] = []
@@ -202,20 +149,19 @@ class SensitivityRanking:
         run one by one; once more than ``stop_above`` pixels differ the rest are not run (the count
         so far is returned).
         """
-        gone = set(excluded)
-        wrong = 0
-        for out, ref in zip(self._run([n for n in self.layers if n not in gone], images), reference,
-                            strict=True):
-            wrong += int(np.sum(out.argmax(1)[0] != ref))
-            if wrong > stop_above:
-                break
-        return wrong
+        from edgeseg.compare import infer
+        from edgeseg.runners.loader import onnx_runner
 
-    def close(self) -> None:
-        """Release the ONNX Runtime session (a later score or prediction opens a new one)."""
-        if self._runner is not None:
-            self._runner.deactivate()
-            self._runner = None
+        gone = set(excluded)
+        model = bypass_qdq(self._model, [n for n in self.layers if n not in gone])
+        wrong = 0
+        with onnx_runner(model.SerializeToString(), Precision.INT8,  # type: ignore[attr-defined]
+                         name="prediction") as runner:
+            for image, ref in zip(images, reference, strict=True):
+                wrong += int(np.sum(infer(runner, image[None]).argmax(1)[0] != ref))
+                if wrong > stop_above:
+                    break
+        return wrong
 
     def macs(self, layer: str) -> int:
         """Multiply-accumulates per image that ``layer`` runs in INT8 here (0 for an Add, a pool)."""
@@ -232,30 +178,8 @@ class SensitivityRanking:
         heapq.heappush(self._heap, (-score, start, members))
 
     def _output(self, keep: Collection[str]) -> np.ndarray:
-        out = np.concatenate(list(self._run(keep, self._images)))
+        out = _run_graph(bypass_qdq(self._model, keep), self._images)
         self.sessions += 1
         if self._progress:
             self._progress(self.sessions, len(self.layers))
         return out
-
-    def _run(self, keep: Collection[str], images: np.ndarray) -> Iterator[np.ndarray]:
-        """The graph's primary output (float64), image by image, with only ``keep`` quantized.
-
-        Both the reference and the variants run as the guard judges INT8 graphs
-        (:func:`edgeseg.runners.loader.ort_settings`), in the graph's own high-precision dtype.
-        """
-        from edgeseg.compare import primary_output
-
-        if self._runner is None:
-            from edgeseg.runners.loader import onnx_runner
-
-            graph, self._switches = switchable_qdq(self._model, self.layers)
-            self._runner = onnx_runner(graph.SerializeToString(), Precision.INT8,  # type: ignore[attr-defined]
-                                       name="sensitivity", side_by_side=True).activate()
-        image_input = next(m.name for m in self._runner.get_input_metadata()
-                           if m.name not in self._switches.values())
-        keep = set(keep)
-        flags = {s: np.array(layer in keep) for layer, s in self._switches.items()}
-        for image in images:
-            outputs = self._runner.infer({image_input: image[None], **flags})
-            yield primary_output(outputs, self._runner.name).astype(np.float64)

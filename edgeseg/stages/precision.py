@@ -274,12 +274,8 @@ class QuantizeStage(Stage):
 
         # Without labels only the agreement with the FP32 reference can be held to a gate.
         budget = ctx.options.max_miou_drop if validation.masks is not None else math.inf
-        try:
-            guard = run_accuracy_guard(budget=budget, min_agreement=gate, quantize=quantize, evaluate=evaluate,
-                                       rank=rank, on_step=on_step, predict=predict)
-        finally:
-            if "ranking" in ranked:
-                ranked["ranking"].close()  # its session holds the activations of a full-size image
+        guard = run_accuracy_guard(budget=budget, min_agreement=gate, quantize=quantize, evaluate=evaluate,
+                                   rank=rank, on_step=on_step, predict=predict)
         scopes = module_scopes(load_onnx(ctx.path(RAW_ONNX)))
         # What was kept out of INT8 and why: each layer's ranking score and the MACs it would run in INT8.
         scores = dict(guard.ranking)

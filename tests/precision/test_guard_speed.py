@@ -17,15 +17,6 @@ from edgeseg.precision.sensitivity import SensitivityRanking
 from .test_guard import _quadrant_images, outlier_build  # noqa: F401  (module fixture reused)
 
 
-def _int8_logits(path: Path, images: np.ndarray) -> np.ndarray:
-    """The INT8 graph's logits, run as the guard judges it."""
-    from edgeseg.compare import infer
-    from edgeseg.runners.loader import runner_for
-
-    with runner_for(path) as runner:
-        return infer(runner, images)
-
-
 @pytest.fixture(scope="module")
 def int8_everywhere(outlier_build: dict) -> dict:  # noqa: F811
     """The OutlierNet graph with every layer INT8: most of its pixels disagree with FP32."""
@@ -164,8 +155,11 @@ def test_ranking_scores_groups_first_and_finds_the_same_top_layers(mobile_int8: 
 
 
 def test_a_stopped_evaluation_puts_the_images_it_got_most_wrong_first(int8_everywhere: dict) -> None:
+    from edgeseg.export import load_onnx
+    from edgeseg.precision.sensitivity import _run_graph
+
     images, path = int8_everywhere["images"], int8_everywhere["path"]
-    labels = _int8_logits(path, images).argmax(1)
+    labels = _run_graph(load_onnx(path), images).argmax(1)
     # A reference that differs from the graph in a known, different number of rows per image.
     rows = np.random.default_rng(0).permutation(len(images)) + 1
     reference = labels.copy()
@@ -237,36 +231,15 @@ def test_each_layer_reports_the_int8_macs_it_runs(mobile_int8: Path, images: np.
 
 
 def test_wrong_pixels_of_a_bypass_proxy_stop_once_above_the_limit(int8_everywhere: dict) -> None:
+    from edgeseg.export import load_onnx
+    from edgeseg.precision.sensitivity import _run_graph
+
     images, reference, path = int8_everywhere["images"], int8_everywhere["reference"], int8_everywhere["path"]
     ranking = SensitivityRanking(path, images[:2])
-    per_image = (_int8_logits(path, images).argmax(1) != reference).reshape(len(images), -1).sum(1)
+    per_image = (_run_graph(load_onnx(path), images).argmax(1) != reference).reshape(len(images), -1).sum(1)
     assert per_image[0] > 0
     # Nothing excluded: the proxy is the quantized graph itself; with every layer excluded, FP32.
     assert ranking.wrong_pixels([], images, reference) == per_image.sum()
     assert ranking.wrong_pixels(ranking.layers, images, reference) == 0
     # Above the limit after the first image: the other images are not run.
     assert ranking.wrong_pixels([], images, reference, stop_above=0) == per_image[0]
-
-
-def test_switchable_graph_gives_the_bypassed_graphs_values(mobile_int8: Path, images: np.ndarray) -> None:
-    import onnx
-
-    from edgeseg.export import load_onnx
-    from edgeseg.precision.sensitivity import bypass_qdq, switchable_qdq
-
-    model = load_onnx(mobile_int8)
-    ranking = SensitivityRanking(mobile_int8, images[:2])
-    layers = ranking.layers
-    graph, switches = switchable_qdq(model, layers)
-    assert set(switches) == set(layers)
-    assert sum(n.op_type == "Where" for n in graph.graph.node) >= len(layers)
-    rng = np.random.default_rng(0)
-    for keep in ([], layers, [layers[0]], list(rng.choice(layers, 7, replace=False))):
-        path = mobile_int8.parent / "bypassed.onnx"
-        onnx.save(bypass_qdq(model, keep), path)
-        expected = _int8_logits(path, images[:2])
-        got = np.concatenate(list(ranking._run(keep, images[:2])))
-        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
-    assert ranking._runner is not None
-    ranking.close()
-    assert ranking._runner is None
