@@ -185,3 +185,12 @@ def test_vanished_and_appeared_classes_are_named() -> None:
     agreement.reset()
     agreement.update(ref, ref)
     assert agreement.compute().vanished == [] == agreement.compute().appeared
+
+
+def test_labels_of_numpy_logits_match_torchs_argmax_ties_included() -> None:
+    rng = np.random.default_rng(0)
+    logits = rng.integers(0, 3, size=(2, 5, 9, 11)).astype(np.float32)  # many ties
+    fast = to_labels(logits)
+    assert fast.dtype == torch.int64
+    assert torch.equal(fast, torch.from_numpy(logits).argmax(1))
+    assert torch.equal(fast, to_labels(torch.from_numpy(logits)))
