@@ -232,7 +232,7 @@ def plan_cases(
         ``(cases, skipped, input_size)``: runnable cases, ``{case: reason}`` for those that cannot
         run here, and the model's ``(H, W)`` when a card tells it.
     """
-    from edgeseg.build_folder import BuildArtifacts
+    from edgeseg.build_folder import BuildArtifacts, Precision
 
     wanted = set(backends or ("torch", "onnxruntime", "tensorrt"))
     unknown = wanted - {"torch", "onnxruntime", "tensorrt"}
@@ -242,7 +242,7 @@ def plan_cases(
     cases: list[BenchCase] = []
     skipped: dict[str, str] = {}
     onnx_files: list[Path] = []
-    engines: dict[str, Path] = {}
+    engines: dict[Precision, Path] = {}
     bundle = Path(checkpoint) if checkpoint else None
     input_size = None
     if p.suffix == ".pt":
