@@ -54,7 +54,7 @@ class OnnxrtRunner(BaseRunner):
         qdq_fusion: let ONNX Runtime fuse Q/DQ pairs into its own integer kernels (QLinearConv and
             friends). Off (``session.disable_quant_qdq``), Q/DQ graphs run as float fake-quantization
             with every other optimization: how the guard and validation judge them (see
-            :data:`edgeseg.precision.judge.FAKE_QUANT`). Defaults to True.
+            :func:`edgeseg.runners.loader.ort_settings`). Defaults to True.
         intra_op_threads: threads for one operator. Defaults to ONNX Runtime's choice (all cores).
         session_config: extra ``SessionOptions.add_session_config_entry`` entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}`` when other threads share the cores.
