@@ -58,9 +58,9 @@ class OnnxrtRunner(BaseRunner):
         intra_op_threads: threads for one operator. Defaults to ONNX Runtime's choice (all cores).
         session_config: extra ``SessionOptions.add_session_config_entry`` entries, e.g.
             ``{"session.intra_op.allow_spinning": "0"}`` when other threads share the cores.
+            Defaults to none.
         memory_arena: keep ONNX Runtime's CPU memory arena (faster repeated runs; it holds on to
             the largest activations between runs). Defaults to True.
-            Defaults to none.
         name: label for reports. Defaults to ``"onnxrt:<file name>"``.
     """
 
