@@ -26,7 +26,7 @@ from typing import Any
 from edgeseg.errors import EdgesegError
 
 __all__ = ["ModelCard", "save_model", "load_model", "load_card", "read_checkpoint", "BUNDLE_FORMAT",
-           "LAYOUTS", "CHANNEL_ORDERS"]
+           "LAYOUTS", "CHANNEL_ORDERS", "RGB_INDEX"]
 
 BUNDLE_FORMAT = "edgeseg.model/1"
 
@@ -37,6 +37,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYOUTS = ("nchw", "nhwc")
 #: Channel orders a card can name.
 CHANNEL_ORDERS = ("rgb", "bgr")
+#: Each channel order's channels as indices into R, G, B (a card's mean/std are given in RGB).
+RGB_INDEX = {"rgb": (0, 1, 2), "bgr": (2, 1, 0)}
 
 
 @dataclass

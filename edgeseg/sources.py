@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.assets import DEMO_MODEL
-from edgeseg.checkpoint import CHANNEL_ORDERS, LAYOUTS, ModelCard
+from edgeseg.checkpoint import CHANNEL_ORDERS, LAYOUTS, RGB_INDEX, ModelCard
 from edgeseg.errors import EdgesegError
 
 __all__ = [
@@ -679,7 +679,7 @@ def adapt_graph(proto: Any, *, input_name: str, input_size: tuple[int, int], lay
     # Input side: a fresh `images` input feeds what the original input fed.
     source = "images"
     if channels == "bgr":
-        source = add("Gather", [source, const("bgr", [2, 1, 0], np.int64)], "bgr", axis=1)
+        source = add("Gather", [source, const("bgr", list(RGB_INDEX["bgr"]), np.int64)], "bgr", axis=1)
     if layout == "nhwc":
         source = add("Transpose", [source], "to_nhwc", perm=[0, 2, 3, 1])
     inner = "edgeseg.adapter/input"

@@ -385,9 +385,9 @@ def run_accuracy_guard(
 
 def _digest(path: Path) -> str | None:
     """sha256 of the graph file, or None when ``quantize`` wrote none there (test doubles)."""
-    import hashlib
+    from edgeseg._io import sha256_file
 
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return None

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from edgeseg.checkpoint import CHANNEL_ORDERS, LAYOUTS
+from edgeseg.checkpoint import CHANNEL_ORDERS, LAYOUTS, RGB_INDEX
 from edgeseg.errors import EdgesegError
 
 __all__ = [
@@ -77,7 +77,7 @@ class Preprocessor:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.layout, self.channels = layout, channels
         # The statistics in the network's channel order, shaped to broadcast over its layout.
-        order = [2, 1, 0] if channels == "bgr" else [0, 1, 2]
+        order = RGB_INDEX[channels]
         shape = (1, 3, 1, 1) if layout == "nchw" else (1, 1, 1, 3)
         std_t = torch.tensor([std[i] for i in order], dtype=torch.float32, device=device).view(shape)
         mean_t = torch.tensor([mean[i] for i in order], dtype=torch.float32, device=device).view(shape)

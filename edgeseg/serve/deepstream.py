@@ -42,6 +42,7 @@ import numpy as np
 from edgeseg._io import atomic_write
 from edgeseg._names import safe_name
 from edgeseg.build_folder import CARD_FILE, BuildArtifacts, Precision
+from edgeseg.checkpoint import RGB_INDEX
 from edgeseg.errors import EdgesegError
 from edgeseg.export.graph_io import onnx_io
 
@@ -215,7 +216,7 @@ def export_deepstream(
 
     out = Path(out_dir)
     # The card's statistics are per RGB channel; nvinfer's offsets follow the network's channels.
-    order = [2, 1, 0] if card.channels == "bgr" else [0, 1, 2]
+    order = RGB_INDEX[card.channels]
     scale, offsets, factors = deepstream_normalisation(tuple(card.mean[i] for i in order),
                                                        tuple(card.std[i] for i in order))
     onnx_path = out / f"{name}.deepstream.onnx"
