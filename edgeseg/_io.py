@@ -13,14 +13,13 @@ import hashlib
 import json
 import math
 import os
-import signal
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.stopping import shielded, writing
 
 __all__ = ["atomic_write", "save_torch", "write_json", "read_json", "sha256_file", "sha256_bytes"]
 
@@ -47,14 +46,15 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO[
     except OSError as e:
         raise _write_error(path, e) from None
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-            # mkstemp creates 0600 files; give the artifact the permissions a plain open() would
-            # (a Triton/DeepStream server often runs as another user and must read it).
-            os.fchmod(f.fileno(), 0o666 & ~_umask())
-        os.replace(tmp, path)
+        with writing(tmp):
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+                # mkstemp creates 0600 files; give the artifact the permissions a plain open() would
+                # (a Triton/DeepStream server often runs as another user and must read it).
+                os.fchmod(f.fileno(), 0o666 & ~_umask())
+            os.replace(tmp, path)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -71,41 +71,12 @@ def _write_error(path: Path, e: OSError) -> EdgesegError:
     return EdgesegError(f"{path}: could not write it ({reason}); any earlier version is left as it was")
 
 
-@contextlib.contextmanager
-def stop_signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back until the block ends (main thread only).
-
-    ``torch.save`` interrupted half-way by Ctrl-C turns the KeyboardInterrupt into a RuntimeError
-    from its zip writer's cleanup, so the interrupt surfaced as a crash (exit 1) instead of a clean
-    stop. Here the signal is only noted, and handed to the previous handler once the block is done.
-    (Python runs signal handlers in the main thread, so this holds however many threads torch has;
-    blocking the signal with a thread mask would not.)
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[signal.Signals] = []
-    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signal.Signals(signum)))
-                for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if pending:
-            handler = previous[pending[0]]
-            if callable(handler):
-                handler(pending[0], None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(pending[0])
-
-
 def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     """``torch.save`` a checkpoint or bundle atomically (see :func:`atomic_write`), never cut short
-    by Ctrl-C or SIGTERM (:func:`stop_signals_deferred`)."""
+    by Ctrl-C or SIGTERM (:func:`edgeseg.stopping.shielded`)."""
     import torch
 
-    with stop_signals_deferred(), atomic_write(path) as f:
+    with shielded(), atomic_write(path) as f:
         torch.save(obj, f)
 
 

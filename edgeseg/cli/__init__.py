@@ -12,8 +12,9 @@ import sys
 import typer
 
 from edgeseg.cli import bench, build, export, info, serve, train, validate, video
-from edgeseg.cli._common import EXIT_CODES_HELP, last_signal, stop_signals
+from edgeseg.cli._common import EXIT_CODES_HELP
 from edgeseg.errors import EdgesegError, ExitCode, Interrupted
+from edgeseg.stopping import handle_stop_signals, last_signal
 
 __all__ = ["app", "main"]
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     User errors print one line (``error: ...``); a signal prints one line saying what was kept;
     bugs keep their traceback.
     """
-    with stop_signals():
+    with handle_stop_signals():
         try:
             status = app(args=argv, standalone_mode=False)
         except Interrupted as e:

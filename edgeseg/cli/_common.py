@@ -6,12 +6,8 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import typer
@@ -19,6 +15,7 @@ import yaml
 from rich.console import Console, ConsoleDimensions
 
 from edgeseg.errors import EXIT_CODE_MEANINGS, EdgesegError, Interrupted
+from edgeseg.stopping import last_signal
 
 __all__ = [
     "EXIT_CODES_HELP",
@@ -26,11 +23,9 @@ __all__ = [
     "card_options",
     "console",
     "interrupted",
-    "last_signal",
     "parse_hw",
     "parse_int_list",
     "parse_sets",
-    "stop_signals",
 ]
 
 #: Width of the console when it is not a terminal: wide enough that no table is ever cut.
@@ -64,46 +59,6 @@ console: Console = _Console(stderr=True)
 EXIT_CODES_HELP = "\b\nExit codes (docs/exit-codes.md):\n" + "\n".join(
     f"  {int(code):>3}  {meaning}" for code, meaning in EXIT_CODE_MEANINGS.items()
 )
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_received: list[int] = []
-
-
-def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
-    _received.append(signum)
-    raise KeyboardInterrupt
-
-
-@contextmanager
-def stop_signals() -> Iterator[None]:
-    """Deliver SIGINT and SIGTERM as ``KeyboardInterrupt`` while a command runs, noting which came.
-
-    SIGTERM's default action kills the process on the spot: no ``finally`` runs, so a video loses
-    its encoder trailer and a build its clean stop. Raised as ``KeyboardInterrupt`` instead, it
-    takes every cleanup path written for Ctrl-C; :func:`last_signal` then tells the two apart for
-    the exit status (130 or 143). Signals the parent set to be ignored stay ignored, and outside the
-    main thread (where Python cannot install handlers) nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    _received.clear()
-    previous = {}
-    for signum in _STOP_SIGNALS:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            previous[signum] = signal.signal(signum, _on_stop_signal)
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-def last_signal() -> int:
-    """The last SIGINT/SIGTERM received in :func:`stop_signals`; SIGINT when none was (a plain
-    ``KeyboardInterrupt``)."""
-    return _received[-1] if _received else signal.SIGINT
-
 
 def interrupted(kept: str) -> Interrupted:
     """The :class:`~edgeseg.errors.Interrupted` to raise from a command's ``except KeyboardInterrupt``.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeseg.errors import EdgesegError
+from edgeseg.stopping import shielded
 
 __all__ = [
     "ExportConfig",
@@ -209,7 +210,8 @@ def export_onnx(
         batch = torch.export.Dim("batch", min=lo, max=max(hi, 2))
         dynamic_shapes = ({0: batch},)
     try:
-        with _quiet_exporter():
+        # torch.export traces through CPython frame hooks: a Ctrl-C waits for the export's end.
+        with _quiet_exporter(), shielded():
             program = torch.onnx.export(
                 module,
                 (example,),

@@ -12,6 +12,7 @@ from typing import Any
 
 from edgeseg.errors import EdgesegError, MissingDependencyError
 from edgeseg.export.onnx_export import carry_metadata, check_and_infer, load_onnx, op_histogram, save_onnx
+from edgeseg.stopping import shielded
 
 __all__ = ["SimplifyResult", "simplify_onnx"]
 
@@ -97,7 +98,7 @@ def simplify_onnx(src: str | os.PathLike[str], dst: str | os.PathLike[str],
         # onnxsim's own check compares with a fixed atol of 1e-5, which float reassociation in
         # BN folding exceeds on deep nets with large activations; the check below scales with
         # the output instead. onnxsim prints progress on stdout, which `--json` must not see.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), shielded():
             simplified, _ = onnxsim.simplify(model, check_n=0, certify=False,
                                              test_input_shapes={model.graph.input[0].name: shape})
     except Exception as e:  # onnxsim wraps C++ failures in RuntimeError / ValueError

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from edgeseg.errors import MissingDependencyError
+from edgeseg.stopping import shielded
 
 __all__ = ["quiet_modelopt", "release_modelopt_state", "require_modelopt"]
 
@@ -87,6 +88,8 @@ def quiet_modelopt() -> Iterator[None]:
     """Turn modelopt's and Polygraphy's console output down to errors for the block.
 
     On exit, also releases what modelopt keeps between calls (:func:`release_modelopt_state`).
+    The block is :func:`~edgeseg.stopping.shielded`: Ctrl-C waits for modelopt's call to end rather
+    than land in Python that native code called (TensorRT's logger, where TensorRT is installed).
     """
     require_modelopt()
     import modelopt.onnx.trt_utils as trt_utils
@@ -104,7 +107,7 @@ def quiet_modelopt() -> Iterator[None]:
     trt_utils.TRT_PYTHON_AVAILABLE = trt_flag and tensorrt_available()[0]
     try:
         # Some passes print() progress directly; keep stdout for edgeseg's own JSON output.
-        with contextlib.redirect_stdout(io.StringIO()), _indexed_cleanup():
+        with contextlib.redirect_stdout(io.StringIO()), _indexed_cleanup(), shielded():
             yield
     finally:
         G_LOGGER.module_severity = severity

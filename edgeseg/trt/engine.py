@@ -19,6 +19,7 @@ from polygraphy.exception import PolygraphyException
 
 from edgeseg._io import sha256_bytes
 from edgeseg.errors import EdgesegError
+from edgeseg.stopping import shielded
 from edgeseg.trt._import import require_tensorrt
 from edgeseg.trt.metadata import (
     RuntimeInfo,
@@ -65,7 +66,9 @@ def run_polygraphy(what: str, step: Callable[[], T]) -> T:
         EdgesegError: ``what`` and the first line of Polygraphy's message (details are in its log).
     """
     try:
-        return step()
+        # TensorRT calls Polygraphy's Python logger from C++: a Ctrl-C waits for the step's end.
+        with shielded():
+            return step()
     except PolygraphyException as e:
         reason = (str(e).strip().splitlines() or ["no details"])[0]
         raise EdgesegError(f"{what}: {reason} (see the TensorRT log above)") from None
