@@ -20,6 +20,9 @@ Two measurements, each a JSON file:
 Usage::
 
     python benchmarks/bench_guard.py speed --old-tree /tmp/old /tmp/orig --runs 3 --json guard_speed.json
+    python benchmarks/bench_guard.py speed --old-tree /tmp/orig --runs 1 --json guard_speed_r50.json \
+        --build-args "--model dbmsnet_r50vd_os16 --num-classes 7 --input 512x1024 \
+                      --calib-data synthetic::calib --val-data synthetic::val"
     python benchmarks/bench_guard.py mobile --iters 600 --json guard_mobile.json
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -68,6 +72,7 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"--old-tree {path}: no edgeseg/ package in it")
         trees.append((path.name, path))
     work = Path(tempfile.mkdtemp(prefix="bench-guard-"))
+    build_args = shlex.split(args.build_args)
     runs = []
     for i in range(args.runs):
         for version, path in trees:
@@ -77,7 +82,7 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
             start = time.perf_counter()
             # Run from the tree itself: ``python -c`` puts the working folder first on sys.path.
             code = "import edgeseg; print(edgeseg.__file__); from edgeseg.cli import main; main()"
-            proc = subprocess.run([sys.executable, "-c", code, "build",
+            proc = subprocess.run([sys.executable, "-c", code, "build", *build_args,
                                    "--precision", "int8", "--out-dir", str(work), "--name", name],
                                   env=env, cwd=path, capture_output=True, text=True)
             wall = time.perf_counter() - start
@@ -93,7 +98,8 @@ def _speed(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name}: load {load[0]:.2f}, wall {wall:.1f} s, guard {g.get('seconds')}, "
                   f"excluded {g['excluded_layers']}, held-out {run['heldout']}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    return {"machine": machine_info(), "command": "edgeseg build --precision int8 (demo defaults)",
+    command = f"edgeseg build {args.build_args} --precision int8".replace("  ", " ")
+    return {"machine": machine_info(), "command": command + (" (demo defaults)" if not build_args else ""),
             "runs": runs}
 
 
@@ -194,6 +200,8 @@ def main() -> None:
     speed.add_argument("--old-tree", required=True, nargs="+",
                        help="folders holding the edgeseg/ packages to compare (runs are named after them)")
     speed.add_argument("--runs", type=int, default=3)
+    speed.add_argument("--build-args", default="",
+                       help="more `edgeseg build` arguments, one string (default: none, the demo model)")
     mobile = sub.add_parser("mobile", help="MobileNet-style net: naive INT8 vs the guard (held-out)")
     mobile.add_argument("--iters", type=int, default=600, help="training iterations (batch 16)")
     mobile.add_argument("--train-images", type=int, default=400)
