@@ -8,14 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 
 from edgeseg.cli._common import CARD_FLAGS, EXIT_CODES_HELP, card_options, console, interrupted, parse_sets
 
 if TYPE_CHECKING:
-    from edgeseg.stages import Build, BuildResult
+    from edgeseg.stages import Build, BuildResult, Reporter
 
 __all__ = ["register"]
 
@@ -178,11 +178,13 @@ def register(app: typer.Typer) -> None:
             console.print(_targets_table())
             return
 
+        from edgeseg.build_folder import Precision
         from edgeseg.export import parse_batch_profile
         from edgeseg.stages import Build, BuildOptions
 
         options = BuildOptions(
-            precision=precision, model=model, name=name, out_dir=out_dir, batch=batch, **card_flags,
+            precision=None if precision is None else Precision.parse(precision, "--precision"),
+            model=model, name=name, out_dir=out_dir, batch=batch, **card_flags,
             overrides=parse_sets(sets), shapes=parse_batch_profile(shapes), opset=opset, output=output,
             calib_data=calib_data, calib_size=calib_size, calib_method=calib_method,
             int8_high_precision=int8_high_precision, max_miou_drop=max_miou_drop, guard=guard,
@@ -192,7 +194,9 @@ def register(app: typer.Typer) -> None:
             timing_cache=timing_cache, plugin=plugin, plugin_lib=plugin_lib, rerun=tuple(rerun),
             target=target,
         )
-        builder = Build(options, _RichReporter())
+        # _RichReporter has Reporter's methods without subclassing it: edgeseg.stages imports torch,
+        # which `edgeseg --help` must not wait for.
+        builder = Build(options, cast("Reporter", _RichReporter()))
         try:
             result = builder.run()
         except KeyboardInterrupt:

@@ -18,6 +18,7 @@ eval mode, and a fused block refuses to run in training mode (train the unfused 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -80,6 +81,7 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, name: str = "conv") -> nn.
     with torch.no_grad():
         fused.weight.copy_(conv.weight.float() * scale.view(-1, 1, 1, 1))
         bias = shift if conv.bias is None else conv.bias.float() * scale + shift
+        assert fused.bias is not None  # made with bias=True above
         fused.bias.copy_(bias)
     return fused
 
@@ -125,6 +127,10 @@ class FusedDDC(nn.Module):
         dilations: the four dilations.
     """
 
+    weight: Tensor  # buffers, declared for the type checker (register_buffer sets them)
+    scale: Tensor
+    shift: Tensor
+
     def __init__(
         self,
         reduce: nn.Conv2d,
@@ -155,8 +161,9 @@ class FusedDDC(nn.Module):
         """
         if block.training:
             raise EdgesegError(f"{name}: folding BatchNorm needs eval mode: call model.eval() first")
-        reduce_conv, reduce_bn = _unpack(block.reduce, f"{name}.reduce", relu=False)
-        pool_conv, pool_bn = _unpack(block.pool, f"{name}.pool", relu=True)
+        # The block is any module with the contract's attributes: nn.Module types them loosely.
+        reduce_conv, reduce_bn = _unpack(cast(nn.Module, block.reduce), f"{name}.reduce", relu=False)
+        pool_conv, pool_bn = _unpack(cast(nn.Module, block.pool), f"{name}.pool", relu=True)
         channels = reduce_conv.out_channels
         if (
             pool_conv.kernel_size != (1, 1)
@@ -164,9 +171,9 @@ class FusedDDC(nn.Module):
             or pool_conv.out_channels != channels
         ):
             raise EdgesegError(f"{name}.pool: expected a 1x1 conv {channels}->{channels}")
-        dilations = tuple(int(d) for d in block.dilations)
+        dilations = tuple(int(d) for d in cast("Sequence[int]", block.dilations))
         weights, scales, shifts = [], [], []
-        for b, (branch, d) in enumerate(zip(block.branches, dilations, strict=True)):
+        for b, (branch, d) in enumerate(zip(cast(nn.ModuleList, block.branches), dilations, strict=True)):
             where = f"{name}.branches.{b}"
             conv, bn = _unpack(branch, where, relu=True)
             depthwise = conv.in_channels == conv.out_channels == conv.groups == channels

@@ -35,7 +35,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 # The TensorRT code paths, plus the few edgeseg modules they import (so those are typed, not Any).
 CHECKED = ["edgeseg/trt", "edgeseg/runners/trt.py", "edgeseg/_io.py", "edgeseg/errors.py",
-           "edgeseg/runners/base.py"]
+           "edgeseg/runners/base.py", "edgeseg/stopping.py"]
 
 
 def _split_params(params: str) -> list[str]:
