@@ -43,6 +43,10 @@ class Stage(ABC):
     name: ClassVar[str]
     reads: ClassVar[tuple[str, ...]] = ()
     writes: ClassVar[tuple[str, ...]] = ()
+    #: A stop signal waits until the stage is done and recorded. For stages whose work is one call
+    #: into native code (torch.export, onnxsim, TensorRT's builder), which a signal cannot cut short
+    #: anyway (:mod:`edgeseg.stopping`): finishing them keeps the work for the resumed build.
+    finishes_on_stop: ClassVar[bool] = False
 
     def key(self, ctx: BuildContext) -> str:
         """Its entry in ``build.json`` (the name, unless one build folder keeps several)."""

@@ -75,6 +75,7 @@ class EngineStage(Stage):
     """The TensorRT engine, where TensorRT is importable; elsewhere recorded as skipped."""
 
     name = "engine"
+    finishes_on_stop = True
     reads = ("model.<precision>.onnx",)
     writes = ("model.<precision>.engine", "model.<precision>.engine.json")
 

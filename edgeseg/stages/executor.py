@@ -34,6 +34,7 @@ from edgeseg.stages.deploy import EngineStage, FromOnnxStage, ValidateStage
 from edgeseg.stages.export import CardStage, ExportStage, SimplifyStage
 from edgeseg.stages.options import BuildOptions, build_name, resolve_model
 from edgeseg.stages.precision import CalibrateStage, Fp16Stage, QuantizeStage
+from edgeseg.stopping import shielded
 
 __all__ = ["STAGES", "Build", "BuildResult", "stage_names"]
 
@@ -181,6 +182,12 @@ class Build:
             self._show(stage.name, "cached", 0.0, stage.reuse(ctx))
             return
         ctx.record.forget(stage.key(ctx))
+        with shielded() if stage.finishes_on_stop else contextlib.nullcontext():
+            self._execute(stage, ctx, inputs, options)
+
+    def _execute(self, stage: Stage, ctx: BuildContext, inputs: dict[str, Path],
+                 options: dict[str, Any]) -> None:
+        """Run the stage and record its outcome, or discard / reject what it wrote."""
         start = time.perf_counter()
         try:
             with PeakRss() as rss:

@@ -71,6 +71,7 @@ class CardStage(Stage):
     """The model card (preprocessing, classes, input size) from the source, ``--card`` and the flags."""
 
     name = "card"
+    finishes_on_stop = True
     writes = (CARD_FILE,)
 
     def applies(self, ctx: BuildContext) -> bool:
@@ -104,6 +105,7 @@ class ExportStage(Stage):
     """ONNX export (dynamo) of the model, with the card in the graph's metadata."""
 
     name = "export"
+    finishes_on_stop = True
     reads = (CARD_FILE,)
     writes = (RAW_ONNX,)
 
@@ -156,6 +158,7 @@ class SimplifyStage(Stage):
     """onnxsim, with its output checked against the raw export, then the TensorRT-compat check."""
 
     name = "simplify"
+    finishes_on_stop = True
     reads = (RAW_ONNX,)
     writes = (SIM_ONNX,)
 

@@ -542,3 +542,30 @@ def test_few_labelled_images_still_give_disjoint_nonempty_sets(workspace: dict[s
     assert splits is not None and splits.heldout and splits.tuning
     assert not set(splits.heldout) & set(splits.tuning) and len(splits.heldout) + len(splits.tuning) == 3
     assert any("few images" in n for n in ctx.reporter.notes)  # type: ignore[attr-defined]
+
+
+def test_a_stop_during_the_export_lets_it_finish_and_be_recorded(workspace: dict[str, Path], tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Export is one native call a signal cannot cut short: its work is kept for the resumed build."""
+    import os
+    import signal
+
+    from edgeseg.stages.export import ExportStage
+
+    original = ExportStage.run
+
+    def signalled(self: ExportStage, ctx: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C as the export starts
+        return original(self, ctx)
+
+    monkeypatch.setattr(ExportStage, "run", signalled)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Build(_options(workspace, precision="fp16", out_dir=tmp_path)).run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    folder = tmp_path / "tiny"
+    stages = read_json(folder / "build.json")["stages"]
+    assert stages["export"]["status"] == "done" and "simplify" not in stages
+    assert stages["export"]["outputs"]["onnx"]["sha256"] == sha256_file(folder / "model.onnx")
