@@ -8,9 +8,10 @@ through frames that do not expect it: a nanobind module being imported turns it 
 ``std::terminate`` (``lief``, imported by Model Optimizer, aborted a build this way), and
 ``torch.export``'s frame hooks or TensorRT's logger callbacks are no safer. So the handler raises
 only where that cannot happen. Inside a :func:`shielded` block or an import it notes the signal and
-raises it at the first safe moment: the end of the outermost shielded block, or a timer tick once
-the import is done. A second signal while the first still waits stops the process at once (exit
-128 + n), deleting the temporary files being written.
+raises it at the first safe moment: the end of the outermost shielded block, or a tick of a
+SIGALRM timer (armed only then, its previous owner restored after) once the import is done. A
+second signal while the first still waits stops the process at once (exit 128 + n), deleting the
+temporary files being written.
 
 Outside :func:`handle_stop_signals` (edgeseg used as a library), :func:`shielded` installs the
 handler for its block only and hands a noted signal to the previous handler when the block ends.
@@ -22,22 +23,30 @@ import contextlib
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 __all__ = ["handle_stop_signals", "last_signal", "shielded", "writing"]
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-_RETRY_S = 0.05  # how soon a signal that arrived during an import is tried again
+#: Delays of the retry timer while an import holds a signal back: one-shot ticks, backing off, so
+#: that native code initialising for seconds (torch, TensorRT) sees few interrupted system calls.
+_RETRY_S = (0.05, 0.1, 0.2, 0.4)
 
 
 class _State:
     active = False  # handle_stop_signals' handlers are installed
+    closing = False  # ... and being restored: a signal arriving now is only noted
     received: list[int] = []  # every stop signal received while active
     pending: int | None = None  # a signal noted and not raised yet
     depth = 0  # shielded blocks the main thread is in
     writing: set[str] = set()  # temporary files being written (deleted by a hard stop)
+    # While the retry timer is armed: the SIGALRM handler and timer it displaced, and when.
+    displaced: tuple[Any, tuple[float, float], float] | None = None
+    retries = 0
 
 
 def _importing(frame: FrameType | None) -> bool:
@@ -49,37 +58,75 @@ def _importing(frame: FrameType | None) -> bool:
     return False
 
 
+def _say(line: str) -> None:
+    # os.write, not print(): print may be mid-write in the very frame the handler interrupted. A
+    # closed pipe (`| tee` killed by the same Ctrl-C) must not raise here, inside native code.
+    with contextlib.suppress(OSError):
+        os.write(2, line.encode())
+
+
 def _hard_stop(signum: int) -> None:
-    for path in list(_State.writing):
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-    name = signal.Signals(signum).name
-    # os.write: print() may be mid-write in the very frame this handler interrupted.
-    os.write(2, (b"\x1b[?25h" if os.isatty(2) else b"") +  # rich hid the cursor for its progress bars
-             f"\ninterrupted by {name} again: stopped at once; files being written were deleted, "
-             "finished work is kept\n".encode())
-    os._exit(128 + signum)
+    try:
+        for path in list(_State.writing):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        _say(("\x1b[?25h" if os.isatty(2) else "") +  # rich hid the cursor for its progress bars
+             f"\ninterrupted by {signal.Signals(signum).name} again: stopped at once; files being "
+             "written were deleted, finished work is kept\n")
+    finally:
+        os._exit(128 + signum)
+
+
+def _arm_retry() -> bool:
+    """Schedule the next try at raising a held-back signal; False when SIGALRM is not ours to use."""
+    if _State.displaced is None:
+        if signal.getsignal(signal.SIGALRM) is None:  # installed from C: cannot be put back
+            return False
+        handler = signal.signal(signal.SIGALRM, _on_retry)
+        signal.siginterrupt(signal.SIGALRM, False)  # restart interrupted system calls (SA_RESTART)
+        _State.displaced = (handler, signal.setitimer(signal.ITIMER_REAL, 0), time.monotonic())
+        _State.retries = 0
+    signal.setitimer(signal.ITIMER_REAL, _RETRY_S[min(_State.retries, len(_RETRY_S) - 1)])
+    _State.retries += 1
+    return True
+
+
+def _disarm_retry() -> None:
+    """Stop the retry timer; put back the SIGALRM handler and timer it displaced."""
+    if _State.displaced is None:
+        return
+    handler, (remaining, interval), since = _State.displaced
+    _State.displaced = None
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, handler)  # also drops SA_RESTART again
+    if remaining:
+        signal.setitimer(signal.ITIMER_REAL, max(remaining - (time.monotonic() - since), 1e-3), interval)
 
 
 def _on_stop_signal(signum: int, frame: FrameType | None) -> None:
     _State.received.append(signum)
+    if _State.closing:  # handle_stop_signals hands it to the restored handler
+        _State.pending = _State.pending or signum
+        return
     if _State.pending is not None:
         _hard_stop(signum)
-    if _State.depth == 0 and not _importing(frame):
+    if _State.depth == 0 and not (_importing(frame) and _arm_retry()):
         raise KeyboardInterrupt
     _State.pending = signum
     if _State.depth:
-        os.write(2, f"\n{signal.Signals(signum).name}: stopping once the current step is done "
-                    "(send it again to stop at once)\n".encode())
-    else:
-        signal.setitimer(signal.ITIMER_REAL, _RETRY_S, _RETRY_S)
+        _say(f"\n{signal.Signals(signum).name}: stopping once the current step is done "
+             "(send it again to stop at once)\n")
 
 
 def _on_retry(signum: int, frame: FrameType | None) -> None:
+    if _State.closing:
+        return
     if _State.pending is None or _State.depth:  # raised already, or a shielded block's end will
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    elif not _importing(frame):
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        _disarm_retry()
+    elif _importing(frame):
+        _arm_retry()
+    else:
+        _disarm_retry()
         _State.pending = None
         raise KeyboardInterrupt
 
@@ -92,27 +139,33 @@ def handle_stop_signals() -> Iterator[None]:
     its encoder trailer and a build its clean stop. Raised as ``KeyboardInterrupt`` instead, it
     takes every clean-up path written for Ctrl-C, at a safe moment (see the module's docstring);
     :func:`last_signal` then tells the two apart for the exit status (130 or 143). Signals the
-    parent set to be ignored stay ignored. Outside the main thread (where Python cannot install
-    handlers), or inside another such block, nothing changes.
+    parent set to be ignored, or whose handler was installed from C, are left alone. Outside the
+    main thread (where Python cannot install handlers), or inside another such block, nothing
+    changes.
     """
     if threading.current_thread() is not threading.main_thread() or _State.active:
         yield
         return
     _State.received.clear()
     _State.pending = None
-    previous = {s: signal.signal(s, _on_stop_signal) for s in _STOP_SIGNALS
-                if signal.getsignal(s) is not signal.SIG_IGN}
-    previous_alarm = signal.signal(signal.SIGALRM, _on_retry)
-    signal.siginterrupt(signal.SIGALRM, False)  # the retry tick must not fail a system call (EINTR)
+    previous: dict[signal.Signals, Any] = {}
     _State.active = True
     try:
+        for signum in _STOP_SIGNALS:
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, _on_stop_signal)
         yield
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous_alarm)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        _State.active, pending, _State.pending = False, _State.pending, None
+        # A signal arriving half-way through the restore is only noted (closing), so every
+        # handler is put back whatever happens.
+        _State.closing = True
+        try:
+            _disarm_retry()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        finally:
+            _State.closing = _State.active = False
+        pending, _State.pending = _State.pending, None
         if pending is not None:  # noted in a shielded block that the handlers were installed for
             handler = previous.get(pending, signal.SIG_IGN)
             if callable(handler):

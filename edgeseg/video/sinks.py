@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 
 from edgeseg.errors import EdgesegError, MissingDependencyError
+from edgeseg.stopping import writing
 
 if TYPE_CHECKING:
     from av.video.stream import VideoStream
@@ -108,6 +109,8 @@ class VideoWriter:
             self._container = av.open(os.fspath(self._tmp), mode="w")
         except (av.FFmpegError, ValueError) as e:
             raise EdgesegError(f"{self.path}: cannot write this container ({e})") from None
+        self._in_flight = contextlib.ExitStack()  # a hard stop (second Ctrl-C) deletes the partial file
+        self._in_flight.enter_context(writing(self._tmp))
         # add_stream's return type is a union over media kinds; a video codec gives a VideoStream.
         self._stream = cast("VideoStream", self._container.add_stream(codec, rate=self.fps))
         self._stream.width, self._stream.height, self._stream.pix_fmt = self.width, self.height, pix_fmt
@@ -139,24 +142,26 @@ class VideoWriter:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._container.mux(self._stream.encode(None))
-            self._container.close()
-        except BaseException:
-            with contextlib.suppress(Exception):
+        with self._in_flight:
+            try:
+                self._container.mux(self._stream.encode(None))
                 self._container.close()
-            self._tmp.unlink(missing_ok=True)
-            raise
-        os.replace(self._tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self._container.close()
+                self._tmp.unlink(missing_ok=True)
+                raise
+            os.replace(self._tmp, self.path)
         self.finalized = True
 
     def abort(self) -> None:
         """Discard the output (used when nothing was written)."""
         if not self._closed:
             self._closed = True
-            with contextlib.suppress(Exception):
-                self._container.close()
-            self._tmp.unlink(missing_ok=True)
+            with self._in_flight:
+                with contextlib.suppress(Exception):
+                    self._container.close()
+                self._tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> VideoWriter:
         return self
