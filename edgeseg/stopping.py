@@ -72,7 +72,8 @@ def _hard_stop(signum: int) -> None:
                 os.unlink(path)
         _say(("\x1b[?25h" if os.isatty(2) else "") +  # rich hid the cursor for its progress bars
              f"\ninterrupted by {signal.Signals(signum).name} again: stopped at once; files being "
-             "written were deleted, finished work is kept\n")
+             "written were deleted, finished work is kept (a build resumes from it when the same "
+             "command runs again; training with --resume)\n")
     finally:
         os._exit(128 + signum)
 
@@ -165,6 +166,7 @@ def handle_stop_signals() -> Iterator[None]:
                 signal.signal(signum, handler)
         finally:
             _State.closing = _State.active = False
+        _State.received.clear()  # what last_signal() reports belongs to this block only
         pending, _State.pending = _State.pending, None
         if pending is not None:  # noted in a shielded block that the handlers were installed for
             handler = previous.get(pending, signal.SIG_IGN)
@@ -175,8 +177,8 @@ def handle_stop_signals() -> Iterator[None]:
 
 
 def last_signal() -> int:
-    """The last SIGINT/SIGTERM received in :func:`handle_stop_signals`; SIGINT when none was (a
-    plain ``KeyboardInterrupt``)."""
+    """The last SIGINT/SIGTERM received in the running :func:`handle_stop_signals` block; SIGINT
+    when none was (a plain ``KeyboardInterrupt``)."""
     return _State.received[-1] if _State.received else signal.SIGINT
 
 

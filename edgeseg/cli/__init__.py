@@ -42,7 +42,22 @@ def main(argv: list[str] | None = None) -> None:
 
     User errors print one line (``error: ...``); a signal prints one line saying what was kept;
     bugs keep their traceback.
+
+    Args:
+        argv: the arguments. Defaults to the process's own command line.
     """
+    try:
+        _main(argv)
+    except SystemExit as e:
+        if argv is None and e.code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+            # The last line is out, but the interpreter's teardown takes a second more: a signal then
+            # would end the process by the raw signal instead of the status just announced.
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
+        raise
+
+
+def _main(argv: list[str] | None) -> None:
     with handle_stop_signals():
         try:
             status = app(args=argv, standalone_mode=False)

@@ -151,7 +151,9 @@ def register(app: typer.Typer) -> None:
                                                  "precision; INT8's accuracy guard aims at it too. "
                                                  "(default: fp32 99.99, fp16 99.9, int8 99.5)"),
         from_onnx: Path = typer.Option(
-            None, "--from-onnx", help="Start from this precision ONNX: skip export and calibration."),
+            None, "--from-onnx", help="Start from this precision ONNX: skip export and calibration. A graph "
+            "inside a build folder (beside its card.json) is finished in that folder; --name and --out-dir "
+            "apply to other graphs."),
         require_engine: bool = typer.Option(
             False, "--require-engine", help="Fail when TensorRT is missing instead of skipping the engine."),
         workspace: float = typer.Option(None, "--workspace",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from edgeseg.stages.deploy import EngineStage, FromOnnxStage, ValidateStage
 from edgeseg.stages.export import CardStage, ExportStage, SimplifyStage
 from edgeseg.stages.options import BuildOptions, build_name, resolve_model
 from edgeseg.stages.precision import CalibrateStage, Fp16Stage, QuantizeStage
-from edgeseg.stopping import shielded
+from edgeseg.stopping import last_signal, shielded, writing
 
 __all__ = ["STAGES", "Build", "BuildResult", "stage_names"]
 
@@ -165,6 +166,9 @@ class Build:
         check_trt_compat(model, label=str(path))
         if (path.parent / CARD_FILE).is_file():
             folder = path.parent  # a graph inside a build folder is deployed where it is
+            if self.options.name is not None and self.options.name != folder.name:
+                self.reporter.note(f"--name {self.options.name} not used: {path} is inside the build "
+                                   f"folder {folder}, where its engine and report go")
         else:
             folder = Path(self.options.out_dir) / build_name(self.options, path.name.split(".")[0],
                                                              f"--from-onnx {path}")
@@ -189,27 +193,38 @@ class Build:
                  options: dict[str, Any]) -> None:
         """Run the stage and record its outcome, or discard / reject what it wrote."""
         start = time.perf_counter()
-        try:
-            with PeakRss() as rss:
-                outcome = stage.run(ctx)
-        except AccuracyGateError as e:
-            self._reject(stage, ctx, str(e))
-            raise
-        except BaseException as e:  # failures and interrupts (KeyboardInterrupt, SystemExit) alike
-            self._discard(stage, ctx, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)
-            raise
-        seconds = time.perf_counter() - start
-        ctx.record.record(stage.key(ctx), inputs=inputs, outputs=outcome.outputs, options=options,
-                          results=outcome.results, duration_s=seconds, peak_rss_mib=round(rss.peak_mib, 1),
-                          status=outcome.status, reason=outcome.reason)
+        with contextlib.ExitStack() as in_flight:
+            # A hard stop (a second signal) deletes the stage's unrecorded files, as a failure does.
+            for path in stage.artifacts(ctx):
+                in_flight.enter_context(writing(path))
+            try:
+                with PeakRss() as rss:
+                    outcome = stage.run(ctx)
+            except AccuracyGateError as e:
+                self._reject(stage, ctx, str(e))
+                raise
+            except KeyboardInterrupt:
+                self._discard(stage, ctx, f"interrupted by {signal.Signals(last_signal()).name}",
+                              time.perf_counter() - start)
+                raise
+            except BaseException as e:  # failures and other exits (SystemExit) alike
+                self._discard(stage, ctx, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
+                              time.perf_counter() - start)
+                raise
+            seconds = time.perf_counter() - start
+            ctx.record.record(stage.key(ctx), inputs=inputs, outputs=outcome.outputs, options=options,
+                              results=outcome.results, duration_s=seconds,
+                              peak_rss_mib=round(rss.peak_mib, 1), status=outcome.status,
+                              reason=outcome.reason)
         self._show(stage.name, outcome.status, seconds, outcome.detail)
 
-    def _discard(self, stage: Stage, ctx: BuildContext, reason: str) -> None:
+    def _discard(self, stage: Stage, ctx: BuildContext, reason: str, seconds: float) -> None:
         """A failed or interrupted stage: remove what it half-wrote, record it as failed."""
         for path in stage.artifacts(ctx):
             path.unlink(missing_ok=True)
-        ctx.record.record(stage.key(ctx), inputs={}, outputs={}, options={}, status="failed", reason=reason)
-        self._show(stage.name, "failed", 0.0, reason)
+        ctx.record.record(stage.key(ctx), inputs={}, outputs={}, options={}, duration_s=seconds,
+                          status="failed", reason=reason)
+        self._show(stage.name, "failed", seconds, reason)
 
     def _reject(self, stage: Stage, ctx: BuildContext, reason: str) -> None:
         """An artifact that missed its accuracy gate is kept for inspection under a name nothing deploys."""
