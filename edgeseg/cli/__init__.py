@@ -80,9 +80,10 @@ def _main(argv: list[str] | None) -> None:
             if isinstance(e, typer.Abort):
                 _stopped(last_signal())
             raise
-    # In non-standalone mode typer *returns* exit codes: a command's typer.Exit(n), and 130 for a
-    # KeyboardInterrupt no command turned into an Interrupted (the signal may have been SIGTERM).
-    if status == ExitCode.INTERRUPTED:
-        _stopped(last_signal())
+        # In non-standalone mode typer *returns* exit codes: a command's typer.Exit(n), and 130 for a
+        # KeyboardInterrupt no command turned into an Interrupted (the signal may have been SIGTERM:
+        # last_signal() knows only inside the block).
+        if status == ExitCode.INTERRUPTED:
+            _stopped(last_signal())
     if isinstance(status, int) and status:
         sys.exit(status)
