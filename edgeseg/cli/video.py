@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
         try:
             seg, stats = _run(source, build, out, overlay, alpha, every, batch, backend, precision, codec,
                               preset, queue_size, writer)
-        except KeyboardInterrupt:  # before the stream ran, or a second signal while it drained
+        except KeyboardInterrupt:  # before the stream ran, or while the output file was being closed
             raise interrupted(_kept(out, writer)) from None
 
         table = Table(title=f"edgeseg video ({seg.info.get('backend')} {seg.info.get('precision')})")
@@ -178,7 +178,14 @@ def _run(
                 bar.update(task, completed=stats.frames_out, fps=stats.frames_out / max(elapsed, 1e-9))
 
             try:
-                stats = pipeline.run(src, sink=sink, on_frame=on_frame)
+                try:
+                    stats = pipeline.run(src, sink=sink, on_frame=on_frame)
+                except KeyboardInterrupt:
+                    if not pipeline.stats.interrupted:
+                        raise  # before the stream ran
+                    # A second signal abandoned the frames in flight: what was delivered is still
+                    # reported (table, --json) like after one signal.
+                    stats = pipeline.stats
             finally:
                 if writer:
                     # Flushes the encoder and writes the trailer; interrupted itself, it removes the

@@ -584,13 +584,14 @@ def test_from_onnx_inside_a_build_folder_finishes_there_and_says_name_is_unused(
                              val_data="synthetic::val", val_size=4, min_agreement=0.0, max_miou_drop=100.0),
                 reporter).run()
     assert out.folder == copy and not (tmp_path / "elsewhere").exists()
-    assert any(n.startswith("--name other not used: ") and str(copy) in n for n in reporter.notes), reporter.notes
+    notes = reporter.notes
+    assert any(n.startswith("--name other not used: ") and str(copy) in n for n in notes), notes
 
 
 @NO_TRT
-def test_a_hard_stop_during_a_stage_would_delete_its_unrecorded_graph(int8_build: tuple,
-                                                                      workspace: dict[str, Path], tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_hard_stop_during_a_stage_would_delete_its_unrecorded_graph(
+    int8_build: tuple, workspace: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """While quantize runs, model.int8.onnx is among the files a second signal deletes
     (tests/test_stopping.py checks that the hard stop deletes them)."""
     import edgeseg.precision.int8 as int8

@@ -90,3 +90,31 @@ def test_video_refuses_a_graph_edited_after_its_build(
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "model.onnx: changed since it was built" in err[0]
     assert not out.exists()
+
+
+def test_a_second_signal_while_draining_still_reports_the_frames_delivered(
+    rt_build: Path, clip: Path, tmp_path: Path, decode_all: Decode, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--json` output and the playable file survive a second Ctrl-C (it abandons the frames in flight)."""
+    from edgeseg.video import Pipeline
+
+    original = Pipeline.run
+
+    def second_signal(self: Pipeline, *args: object, **kwargs: object) -> object:
+        original(self, *args, **kwargs)
+        self.stats.interrupted = True  # as run() marks it once the first signal set its stop event
+        raise KeyboardInterrupt  # the second signal, while the last frames drained
+
+    monkeypatch.setattr(Pipeline, "run", second_signal)
+    out = tmp_path / "seg.mp4"
+    with pytest.raises(SystemExit) as stopped:
+        main(["video", str(clip), "--build", str(rt_build), "--out", str(out), "--backend", "onnxruntime",
+              "--json"])
+    assert stopped.value.code == 130
+    captured = capsys.readouterr()
+    stats = json.loads(captured.out)
+    assert stats["interrupted"] and stats["frames_out"] == 24
+    assert captured.err.strip().splitlines()[-1] == (
+        f"interrupted by SIGINT: {out} holds the 24 frames done so far (a complete, playable file)")
+    assert len(decode_all(out)[0]) == 24
