@@ -23,25 +23,38 @@ _HELP = """Build a deployable model folder engines/<name>/ and, where TensorRT e
 
 \b
 Examples:
-  edgeseg build --precision int8            # the shipped demo model and calibration set
-  edgeseg build -m runs/city/model.pt --precision fp16 --val-data cityscapes:/data/cityscapes:val
-  edgeseg build -m runs/city/model.pt --calib-data cityscapes:/data/cityscapes:train --calib-size 64
-  edgeseg build -m net.pt2 --precision int8 --calib-data images/   # a torch.export program
-  edgeseg build -m model.onnx --calib-data images/ --mean 0,0,0 --std 255,255,255 --channels bgr
-  edgeseg build -m dbmsnet_r18_os16 --num-classes 19 --input 512x1024   # random weights: benchmark
-  edgeseg build --from-onnx engines/demo_dbmsnet/model.int8.onnx   # on the Jetson: engine only
-  edgeseg build --target jetson-orin-nano   # defaults from the shipped jetson-orin-nano profile
-  edgeseg build --list-targets              # the shipped target profiles
+  # the shipped demo model and calibration set
+  edgeseg build --precision int8
+  # your bundle in FP16, validated on labelled images
+  edgeseg build -m runs/city/model.pt --precision fp16 \\
+      --val-data cityscapes:/data/cityscapes:val
+  # INT8 calibrated on 64 training images
+  edgeseg build -m runs/city/model.pt --calib-size 64 \\
+      --calib-data cityscapes:/data/cityscapes:train
+  # a torch.export program, calibrated on a folder of images
+  edgeseg build -m net.pt2 --precision int8 --calib-data images/
+  # an FP32 ONNX fed BGR values in [0, 1]
+  edgeseg build -m model.onnx --calib-data images/ --channels bgr \\
+      --mean 0,0,0 --std 255,255,255
+  # a preset with random weights: for benchmarks only
+  edgeseg build -m dbmsnet_r18_os16 --num-classes 19 --input 512x1024
+  # on the Jetson: the engine only
+  edgeseg build --from-onnx engines/demo_dbmsnet/model.int8.onnx
+  # defaults from a shipped target profile, and the list of them
+  edgeseg build --target jetson-orin-nano
+  edgeseg build --list-targets
 
 \b
-Stages (each recorded in build.json; a re-run skips what is still up to date):
-  card → export (model.onnx) → simplify (model.sim.onnx) → fp16 (model.fp16.onnx)
-  | calibrate (calib_cache/) + quantize (model.int8.onnx, accuracy guard)
+Stages (recorded in build.json; a re-run skips what is still up to date):
+  card → export (model.onnx) → simplify (model.sim.onnx)
+  → fp16 (model.fp16.onnx)
+    | calibrate (calib_cache/) + quantize (model.int8.onnx, accuracy guard)
   → engine (model.<precision>.engine, TensorRT only) → validate (report.json)
-Without TensorRT the engine is skipped and the command to finish on the target is printed.
-Your own model (card flags, outputs, recipes): docs/your-own-model.md.
-Ctrl-C or SIGTERM stops the build (exit 130 / 143); running the same command again resumes it.
-A failed accuracy gate (INT8 guard or validation) exits with status 3.
+Without TensorRT the engine is skipped and the command to finish on the target
+is printed. Your own model (card flags, outputs, recipes):
+docs/your-own-model.md. Ctrl-C or SIGTERM stops the build (exit 130 / 143);
+running the same command again resumes it. A failed accuracy gate (INT8 guard
+or validation) exits with status 3.
 """
 
 

@@ -13,22 +13,27 @@ __all__ = ["register"]
 
 _HELP = """Export a model to ONNX in engines/<name>/: model.onnx (raw) and model.sim.onnx (simplified).
 
-\b
-The graph: input 'images' float32 (N,3,H,W) normalised RGB; output 'logits' float32 (N,K,H,W)
-or, with --output argmax, 'labels' int32 (N,H,W). Static HxW; dynamic batch with --shapes.
-A network that takes NHWC or BGR (--layout, --channels) gets the conversion inside the graph.
-Both files pass the TensorRT-compatibility check. These are the first stages of
-`edgeseg build` (card → export → simplify), recorded in the same build.json and card.json, so a
+The graph: input 'images' float32 (N,3,H,W) normalised RGB; output 'logits' float32 (N,K,H,W) \
+or, with --output argmax, 'labels' int32 (N,H,W). Static HxW; dynamic batch with --shapes. \
+A network that takes NHWC or BGR (--layout, --channels) gets the conversion inside the graph. \
+Both files pass the TensorRT-compatibility check. These are the first stages of \
+`edgeseg build` (card → export → simplify), recorded in the same build.json and card.json, so a \
 later build with the same model and card options reuses them.
 
 \b
 Examples:
-  edgeseg export                                  # the shipped demo model
+  # the shipped demo model
+  edgeseg export
   edgeseg export -m runs/city/model.pt --input 512x1024 --shapes 1,2,4
-  edgeseg export -m dbmsnet_r50vd_os16 --output argmax    # a preset, random weights
-  edgeseg export -m model.onnx --layout nhwc --channels bgr --mean 0,0,0 --std 255,255,255
-  edgeseg export -m net.pt2 --card card.yaml          # the card keys from a file
-  edgeseg export --target jetson-orin-nano         # input/batch/opset from the target profile
+  # a preset with random weights, argmax output
+  edgeseg export -m dbmsnet_r50vd_os16 --output argmax
+  # an NHWC, BGR network fed values in [0, 1]
+  edgeseg export -m model.onnx --layout nhwc --channels bgr \\
+      --mean 0,0,0 --std 255,255,255
+  # the card keys from a file
+  edgeseg export -m net.pt2 --card card.yaml
+  # input, batch and opset from a target profile
+  edgeseg export --target jetson-orin-nano
 """
 
 
