@@ -147,8 +147,7 @@ def handle_stop_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread() or _State.active:
         yield
         return
-    _State.received.clear()
-    _State.pending = None
+    # received and pending are empty here: the exit of the last such block cleared them.
     previous: dict[signal.Signals, Any] = {}
     _State.active = True
     try:
@@ -169,7 +168,7 @@ def handle_stop_signals() -> Iterator[None]:
         _State.received.clear()  # what last_signal() reports belongs to this block only
         pending, _State.pending = _State.pending, None
         if pending is not None:  # noted in a shielded block that the handlers were installed for
-            handler = previous.get(pending, signal.SIG_IGN)
+            handler = previous.get(signal.Signals(pending), signal.SIG_IGN)
             if callable(handler):
                 handler(pending, None)
             elif handler == signal.SIG_DFL:

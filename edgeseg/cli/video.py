@@ -178,14 +178,13 @@ def _run(
                 bar.update(task, completed=stats.frames_out, fps=stats.frames_out / max(elapsed, 1e-9))
 
             try:
-                try:
-                    stats = pipeline.run(src, sink=sink, on_frame=on_frame)
-                except KeyboardInterrupt:
-                    if not pipeline.stats.interrupted:
-                        raise  # before the stream ran
-                    # A second signal abandoned the frames in flight: what was delivered is still
-                    # reported (table, --json) like after one signal.
-                    stats = pipeline.stats
+                stats = pipeline.run(src, sink=sink, on_frame=on_frame)
+            except KeyboardInterrupt:
+                if not pipeline.stats.interrupted:
+                    raise  # before the stream ran
+                # A second signal abandoned the frames in flight: what was delivered is still
+                # reported (table, --json) like after one signal.
+                stats = pipeline.stats
             finally:
                 if writer:
                     # Flushes the encoder and writes the trailer; interrupted itself, it removes the

@@ -203,13 +203,8 @@ class Build:
             except AccuracyGateError as e:
                 self._reject(stage, ctx, str(e))
                 raise
-            except KeyboardInterrupt:
-                self._discard(stage, ctx, f"interrupted by {signal.Signals(last_signal()).name}",
-                              time.perf_counter() - start)
-                raise
-            except BaseException as e:  # failures and other exits (SystemExit) alike
-                self._discard(stage, ctx, f"{type(e).__name__}: {e}" if str(e) else type(e).__name__,
-                              time.perf_counter() - start)
+            except BaseException as e:  # failures and interrupts (KeyboardInterrupt, SystemExit) alike
+                self._discard(stage, ctx, _failure_reason(e), time.perf_counter() - start)
                 raise
             seconds = time.perf_counter() - start
             ctx.record.record(stage.key(ctx), inputs=inputs, outputs=outcome.outputs, options=options,
@@ -246,6 +241,13 @@ class Build:
     def _show(self, name: str, status: str, seconds: float, detail: str) -> None:
         self._summary.append((name, status, seconds, detail))
         self.reporter.stage(name, status, detail)
+
+
+def _failure_reason(e: BaseException) -> str:
+    """What build.json records for a failed stage: the signal that stopped it, or the exception."""
+    if isinstance(e, KeyboardInterrupt):
+        return f"interrupted by {signal.Signals(last_signal()).name}"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def _require_calibration_source(o: BuildOptions, source: ModelSource) -> None:
